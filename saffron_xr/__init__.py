@@ -18,6 +18,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 from .errors import SpiceFileError
 
 # --- io ---
+from .io.reader import open_spice
 
 # --- sample data ---
 from .sample_data import ne8_window_path
@@ -29,4 +30,5 @@ __all__ = [
     "__version__",
     "SpiceFileError",
     "ne8_window_path",
+    "open_spice",
 ]

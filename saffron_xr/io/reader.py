@@ -1,0 +1,624 @@
+"""Lazy reading of SPICE Level-2 FITS files into labelled xarray objects.
+
+A SPICE L2 file holds one image HDU per spectral *window*, data in numpy order
+``(t, wavelength, y, x)``, radiance in W m-2 sr-1 nm-1. :func:`open_spice` maps each window's
+bytes (memmap, one chunk at a time) into a dask array with dims ``(y, x, wavelength)`` (rasters
+and single exposures) or ``(time, y, wavelength)`` (sit-and-stare), and computes the
+coordinates (wavelength in Angstrom, helioprojective longitude/latitude in arcsec, time) from
+the header's full WCS. Opening reads headers only: no pixel data, no NaN mask.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+from astropy.io import fits
+from astropy.wcs import WCS, FITSFixedWarning
+
+from ..errors import SpiceFileError
+
+__all__ = ["open_spice", "window_node_name", "PIPELINE_KEYWORDS"]
+
+#: Header keywords copied as attributes onto each window Dataset and its ``radiance``.
+PIPELINE_KEYWORDS = (
+    "INSTRUME",
+    "TELESCOP",
+    "LEVEL",
+    "STUDY",
+    "STUDYTYP",
+    "OBS_MODE",
+    "OBS_ID",
+    "SOOPNAME",
+    "SPIOBSID",
+    "RASTERNO",
+    "NRASTERS",
+    "DATE-OBS",
+    "DATE-BEG",
+    "DATE-END",
+    "DATE-AVG",
+    "DATEREF",
+    "XPOSURE",
+    "TELAPSE",
+    "RADCAL",
+    "NBIN",
+    "NBIN1",
+    "NBIN2",
+    "NBIN3",
+    "SLIT_ID",
+    "SLIT_WID",
+    "WAVEMIN",
+    "WAVEMAX",
+    "WAVEUNIT",
+    "WAVEREF",
+    "BUNIT",
+    "BTYPE",
+    "DETECTOR",
+    "WINNO",
+    "WIN_TYPE",
+    "DATAPROD",
+    "DUMBBELL",
+    "EXTNAME",
+    "VERSION",
+    "VERS_CAL",
+    "CDELT1",
+    "CDELT2",
+    "CDELT3",
+    "CROTA",
+    "DSUN_OBS",
+    "RSUN_ARC",
+    "HGLN_OBS",
+    "HGLT_OBS",
+    "OBS_VR",
+    "CRVAL1",
+    "CRVAL2",
+)
+
+_WCS_REQUIRED = ("CTYPE{i}", "CRVAL{i}", "CDELT{i}", "CRPIX{i}")
+_WAVE_TO_ANGSTROM = {"nm": 10.0, "angstrom": 1.0, "a": 1.0, "m": 1e10, "um": 1e4, "pm": 1e-2}
+_DEFAULT_CHUNK_BYTES = 8 * 2**20
+
+
+def window_node_name(extname: str) -> str:
+    """DataTree node name for a window EXTNAME: runs of non-alphanumerics become ``_``.
+
+    Examples
+    --------
+    >>> window_node_name("Ne VIII 770 - Peak")
+    'Ne_VIII_770_Peak'
+    >>> window_node_name("FLT02_Two Window_OB_ID_253_")
+    'FLT02_Two_Window_OB_ID_253'
+    """
+    name = re.sub(r"[^0-9A-Za-z]+", "_", str(extname)).strip("_")
+    return name or "window"
+
+
+class _MemmapWindow:
+    """Array-like view of one window's bytes, presented as ``(time, y, x, wavelength)``.
+
+    Holds only the file name, byte offset, shape and dtype, so it pickles to dask workers in a
+    few bytes; each ``__getitem__`` maps the file, slices the requested block and returns a
+    native-endian copy of that block only.
+    """
+
+    def __init__(self, path: str, offset: int, file_shape: tuple, dtype: np.dtype):
+        self.path = path
+        self.offset = int(offset)
+        self.file_shape = tuple(int(n) for n in file_shape)  # (t, wavelength, y, x)
+        self.file_dtype = np.dtype(dtype)
+        nt, nw, ny, nx = self.file_shape
+        self.shape = (nt, ny, nx, nw)
+        self.dtype = self.file_dtype.newbyteorder("=")
+        self.ndim = 4
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        key = key + (slice(None),) * (4 - len(key))
+        # dask may fuse a later integer index into the read: read with slices only, then
+        # drop the integer-indexed axes after reordering to (t, y, x, wavelength)
+        slices, drop = [], []
+        for axis, k in enumerate(key):
+            if isinstance(k, int | np.integer):
+                slices.append(slice(int(k), int(k) + 1))
+                drop.append(axis)
+            elif isinstance(k, slice):
+                slices.append(k)
+            else:
+                raise TypeError(f"unsupported index {k!r} into a SPICE window")
+        kt, ky, kx, kw = slices
+        mm = np.memmap(
+            self.path, mode="r", dtype=self.file_dtype, offset=self.offset, shape=self.file_shape
+        )
+        block = np.moveaxis(mm[kt, kw, ky, kx], 1, -1)
+        out = np.ascontiguousarray(block, dtype=self.dtype)
+        del mm
+        if drop:
+            out = out.reshape([n for axis, n in enumerate(out.shape) if axis not in drop])
+        return out
+
+
+def _err(path, problem):
+    return SpiceFileError(path, problem)
+
+
+def _open_hdulist(path: Path):
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.is_dir():
+        raise _err(path, "is a folder, not a FITS file")
+    with open(path, "rb") as fh:
+        first = fh.read(30)
+    if not first.startswith(b"SIMPLE  ="):
+        raise _err(path, "not a FITS file (it does not start with a SIMPLE card)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            hdul = fits.open(path, memmap=False, lazy_load_hdus=False, ignore_missing_end=True)
+    except Exception as exc:  # astropy raises OSError/ValueError/TypeError variously
+        raise _err(path, f"cannot be read as FITS ({exc})") from exc
+    return hdul
+
+
+def _is_window(hdu) -> bool:
+    if not isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU):
+        return False
+    hdr = hdu.header
+    extname = str(hdr.get("EXTNAME", "")).strip().upper()
+    if extname.startswith("WCSDVARR") or extname == "VARIABLE_KEYWORDS":
+        return False
+    if hdr.get("NAXIS", 0) == 0:
+        return False
+    ctypes = [str(hdr.get(f"CTYPE{i}", "")).strip().upper() for i in range(1, 5)]
+    return "WAVE" in ctypes
+
+
+def _is_dumbbell(hdr) -> bool:
+    return (
+        int(hdr.get("DUMBBELL", 0) or 0) != 0 or "DUMBBELL" in str(hdr.get("WIN_TYPE", "")).upper()
+    )
+
+
+def _attr_value(value):
+    if isinstance(value, bool | np.bool_):
+        return int(value)
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, int | float | np.integer | np.floating):
+        return value
+    return str(value)
+
+
+def _check_wcs(path, hdr, extname):
+    missing = [
+        key.format(i=i) for i in (1, 2, 3) for key in _WCS_REQUIRED if key.format(i=i) not in hdr
+    ]
+    if missing:
+        raise _err(path, f"window {extname!r} lacks the WCS keywords {', '.join(missing)}")
+    if str(hdr["CTYPE1"]).strip()[:4] != "HPLN" or str(hdr["CTYPE2"]).strip()[:4] != "HPLT":
+        raise _err(
+            path,
+            f"window {extname!r} has axes CTYPE1={hdr['CTYPE1']!r}, CTYPE2={hdr['CTYPE2']!r}; "
+            "expected HPLN-TAN and HPLT-TAN",
+        )
+    if str(hdr["CTYPE3"]).strip() != "WAVE":
+        raise _err(path, f"window {extname!r} has CTYPE3={hdr['CTYPE3']!r}; expected 'WAVE'")
+
+
+def _wave_scale(path, hdr, extname) -> float:
+    unit = str(hdr.get("CUNIT3", "nm")).strip().lower()
+    if unit not in _WAVE_TO_ANGSTROM:
+        raise _err(path, f"window {extname!r} has an unknown wavelength unit CUNIT3={unit!r}")
+    return _WAVE_TO_ANGSTROM[unit]
+
+
+def _window_wcs(hdr) -> WCS:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        w = WCS(hdr, naxis=min(4, int(hdr.get("NAXIS", 4))) or 4, fix=False)
+    return w
+
+
+def _coordinates(path, hdr, extname, shape, kind, mixed_wcs):
+    """Wavelength (Angstrom), hpln/hplt (arcsec) and time coordinates from the full WCS."""
+    nt, nw, ny, nx = shape
+    w = _window_wcs(hdr)
+    naxis = w.pixel_n_dim
+    pc = w.wcs.get_pc()
+    if naxis >= 3 and (abs(pc[2, 0]) > 0 or abs(pc[2, 1]) > 0):
+        raise _err(
+            path,
+            f"window {extname!r}: its PC matrix makes the wavelength depend on position "
+            f"(PC3_1={pc[2, 0]}, PC3_2={pc[2, 1]}); saffron_xr cannot give it a 1-D "
+            "wavelength coordinate",
+        )
+    mixed = naxis >= 3 and (abs(pc[0, 2]) > 0 or abs(pc[1, 2]) > 0)
+    ref_w = float(hdr.get("CRPIX3", (nw + 1) / 2.0)) - 1.0
+    if mixed and mixed_wcs == "raise":
+        raise _err(
+            path,
+            f"window {extname!r} (a wide-slit or dumbbell window): its PC matrix mixes "
+            f"wavelength with position (PC1_3={pc[0, 2]}, PC2_3={pc[1, 2]}), so the "
+            "helioprojective coordinates depend on wavelength; open it with "
+            "mixed_wcs='center' or 'full'",
+        )
+
+    def world(px, py, pw, pt):
+        pix = [px, py, pw, pt][:naxis]
+        return w.wcs_pix2world(np.stack([np.ravel(p) for p in np.broadcast_arrays(*pix)], -1), 0)
+
+    # wavelength along axis 3 (independent of position, checked above)
+    wave_world = world(np.zeros(nw), np.zeros(nw), np.arange(nw, dtype=float), np.zeros(nw))
+    # astropy converts WAVE to SI metres
+    wavelength = wave_world[:, 2] * 1e10
+
+    ref_time = hdr.get("DATEREF") or hdr.get("DATE-BEG") or hdr.get("DATE-OBS")
+    t0 = np.datetime64(str(ref_time).strip()) if ref_time else None
+
+    def to_arcsec_lon(deg):
+        return ((np.asarray(deg) + 180.0) % 360.0 - 180.0) * 3600.0
+
+    coords = {}
+    attrs_note = None
+    if kind == "sit":
+        iy, it = np.meshgrid(np.arange(ny, dtype=float), np.arange(nt, dtype=float))
+        vals = world(np.zeros_like(iy), iy, np.full_like(iy, ref_w), it)
+        lon = to_arcsec_lon(vals[:, 0]).reshape(nt, ny)
+        lat = (vals[:, 1] * 3600.0).reshape(nt, ny)
+        sdims = ("time", "y")
+        tsec = vals[:, 3].reshape(nt, ny)[:, 0] if naxis >= 4 else np.zeros(nt)
+        tdims = ("time",)
+    else:
+        ix, iy = np.meshgrid(np.arange(nx, dtype=float), np.arange(ny, dtype=float))
+        if mixed and mixed_wcs == "full":
+            iw = np.arange(nw, dtype=float)
+            gx, gy, gw = np.meshgrid(np.arange(nx, dtype=float), np.arange(ny, dtype=float), iw)
+            vals3 = world(gx, gy, gw, np.zeros_like(gx))
+            lon = to_arcsec_lon(vals3[:, 0]).reshape(ny, nx, nw)
+            lat = (vals3[:, 1] * 3600.0).reshape(ny, nx, nw)
+            sdims = ("y", "x", "wavelength")
+        else:
+            vals = world(ix, iy, np.full_like(ix, ref_w), np.zeros_like(ix))
+            lon = to_arcsec_lon(vals[:, 0]).reshape(ny, nx)
+            lat = (vals[:, 1] * 3600.0).reshape(ny, nx)
+            sdims = ("y", "x")
+            if mixed:
+                attrs_note = (
+                    "PC matrix mixes wavelength with position; hpln/hplt are evaluated at "
+                    f"wavelength pixel {ref_w:g} (CRPIX3)"
+                )
+        tvals = world(np.arange(nx, dtype=float), np.zeros(nx), np.full(nx, ref_w), np.zeros(nx))
+        tsec = tvals[:, 3] if naxis >= 4 else np.zeros(nx)
+        tdims = ("x",)
+
+    coords["wavelength"] = (
+        "wavelength",
+        wavelength,
+        {"units": "Angstrom", "long_name": "wavelength", "standard_name": "radiation_wavelength"},
+    )
+    coords["hpln"] = (
+        sdims,
+        lon,
+        {"units": "arcsec", "long_name": "helioprojective longitude (Solar X)"},
+    )
+    coords["hplt"] = (
+        sdims,
+        lat,
+        {"units": "arcsec", "long_name": "helioprojective latitude (Solar Y)"},
+    )
+    if t0 is not None:
+        times = t0 + np.round(np.asarray(tsec) * 1e6).astype("timedelta64[us]")
+        coords["time"] = (tdims, times.astype("datetime64[ns]"), {"long_name": "time of exposure"})
+    return coords, attrs_note
+
+
+def _variable_radcal(hdul, extname):
+    """Per-wavelength RADCAL from the VARIABLE_KEYWORDS table, or None."""
+    for hdu in hdul:
+        if isinstance(hdu, fits.BinTableHDU) and str(hdu.header.get("EXTNAME", "")).strip() == (
+            "VARIABLE_KEYWORDS"
+        ):
+            col = f"RADCAL[{extname}]"
+            names = hdu.columns.names or []
+            if col in names:
+                return np.asarray(hdu.data[col][0], dtype=float).ravel()
+    return None
+
+
+def _default_chunks(kind, shape, itemsize):
+    nt, nw, ny, nx = shape
+    per_spectrum = max(nw * itemsize, 1)
+    target = max(_DEFAULT_CHUNK_BYTES // per_spectrum, 1)
+    if kind == "sit":
+        cy = min(ny, max(target // max(nt, 1), 16))
+        return {"time": nt if cy == ny else min(nt, max(target // ny, 1)), "y": cy}
+    cx = nx if nx <= 64 else 64
+    cy = min(ny, max(target // cx, 1))
+    return {"y": cy, "x": cx}
+
+
+def _resolve_chunks(chunks, kind, shape, itemsize):
+    default = _default_chunks(kind, shape, itemsize)
+    if chunks is None or chunks == "auto":
+        return default
+    if not isinstance(chunks, dict):
+        raise TypeError(f"chunks must be 'auto', None or a dict of dim -> size, got {chunks!r}")
+    if "wavelength" in chunks and chunks["wavelength"] not in (-1, None, shape[1]):
+        raise ValueError("the wavelength dimension is always one chunk; drop it from chunks")
+    out = dict(default)
+    for dim, size in chunks.items():
+        if dim == "wavelength":
+            continue
+        if dim not in out:
+            raise ValueError(f"unknown dimension {dim!r} in chunks; use {sorted(out)}")
+        out[dim] = size
+    return out
+
+
+def _kind_of(hdr) -> str:
+    prod = str(hdr.get("DATAPROD", "")).lower()
+    if "sit-and-stare" in prod or "sit and stare" in prod:
+        return "sit"
+    if "single exposure" in prod:
+        return "exp"
+    return "ras"
+
+
+def _open_window(path, hdul, hdu, kind, chunks, mixed_wcs):
+    hdr = hdu.header
+    extname = str(hdr.get("EXTNAME", "PRIMARY")).strip()
+    _check_wcs(path, hdr, extname)
+    if hdr.get("NAXIS") != 4:
+        raise _err(path, f"window {extname!r} has NAXIS={hdr.get('NAXIS')}; expected 4")
+    file_shape = tuple(int(hdr[f"NAXIS{i}"]) for i in (4, 3, 2, 1))  # (t, wavelength, y, x)
+    bitpix = int(hdr["BITPIX"])
+    if bitpix not in (-32, -64) or hdr.get("BSCALE", 1) != 1 or hdr.get("BZERO", 0) != 0:
+        raise _err(
+            path,
+            f"window {extname!r} has BITPIX={bitpix} (BSCALE/BZERO scaling); "
+            "only floating-point L2 windows are supported",
+        )
+    dtype = np.dtype(">f4" if bitpix == -32 else ">f8")
+    info = hdu.fileinfo()
+    offset = int(info["datLoc"])
+    nbytes = int(np.prod(file_shape)) * dtype.itemsize
+    size = os.path.getsize(path)
+    if offset + nbytes > size:
+        raise _err(
+            path,
+            f"is truncated: window {extname!r} needs bytes up to {offset + nbytes} "
+            f"but the file has {size}",
+        )
+    nt, nw, ny, nx = file_shape
+    source = _MemmapWindow(str(path), offset, file_shape, dtype)
+    ch = _resolve_chunks(chunks, kind, file_shape, dtype.itemsize)
+    if kind == "sit":
+        if nx != 1:
+            raise _err(path, f"sit-and-stare window {extname!r} has {nx} slit positions")
+        arr4 = da.from_array(
+            source,
+            chunks=(ch["time"], ch["y"], 1, nw),
+            meta=np.empty((0, 0, 0, 0), source.dtype),
+            name=f"spice-{extname}-{abs(hash((str(path), offset)))}",
+        )
+        data = arr4[:, :, 0, :]
+        dims = ("time", "y", "wavelength")
+    else:
+        arr4 = da.from_array(
+            source,
+            chunks=(1, ch["y"], ch["x"], nw),
+            meta=np.empty((0, 0, 0, 0), source.dtype),
+            name=f"spice-{extname}-{abs(hash((str(path), offset)))}",
+        )
+        if nt != 1:
+            raise _err(path, f"raster window {extname!r} has {nt} exposures along time")
+        data = arr4[0]
+        dims = ("y", "x", "wavelength")
+
+    coords, note = _coordinates(path, hdr, extname, file_shape, kind, mixed_wcs)
+    scale = _wave_scale(path, hdr, extname)
+    radcal = _variable_radcal(hdul, extname)
+    if radcal is not None and radcal.size == nw:
+        coords["radcal"] = (
+            "wavelength",
+            radcal,
+            {
+                "long_name": "radiometric calibration factor per wavelength",
+                "units": "DN / (W m-2 sr-1 nm-1)",
+            },
+        )
+
+    key_attrs = {k: _attr_value(hdr[k]) for k in PIPELINE_KEYWORDS if k in hdr}
+    key_attrs["EXTNAME"] = extname
+    key_attrs["filename"] = Path(path).name
+    key_attrs["KIND"] = kind
+    if note:
+        key_attrs["wcs_note"] = note
+    bunit = str(hdr.get("BUNIT", "")).strip()
+    units = (
+        "W m-2 sr-1 nm-1" if bunit.replace(" ", "") in ("W/m2/sr/nm", "Wm-2sr-1nm-1") else bunit
+    )
+    rad_attrs = dict(key_attrs)
+    rad_attrs.update(
+        units=units,
+        long_name="spectral radiance",
+        wavelength_scale_from_file=scale,
+    )
+    rad_attrs.pop("wavelength_scale_from_file")
+    radiance = xr.DataArray(data, dims=dims, attrs=rad_attrs)
+    ds = xr.Dataset({"radiance": radiance}, coords=coords)
+    ds.attrs.update(key_attrs)
+    ds.attrs["header"] = hdr.tostring(sep="\n", padding=False)
+    return window_node_name(extname), ds
+
+
+def _open_one(path, windows, chunks, dumbbells, mixed_wcs):
+    path = Path(path)
+    hdul = _open_hdulist(path)
+    try:
+        if len(hdul) == 0:
+            raise _err(path, "contains no HDU")
+        primary = hdul[0].header
+        instrume = str(primary.get("INSTRUME", "")).strip()
+        if instrume.upper() != "SPICE":
+            raise _err(path, f"is not a SPICE file (INSTRUME={instrume or 'missing'!r})")
+        level = str(primary.get("LEVEL", "")).strip()
+        if level.upper() != "L2":
+            raise _err(path, f"is not a Level-2 file (LEVEL={level or 'missing'!r})")
+        candidates = [hdu for hdu in hdul if _is_window(hdu)]
+        if not dumbbells:
+            candidates = [hdu for hdu in candidates if not _is_dumbbell(hdu.header)]
+        if not candidates:
+            raise _err(path, "contains no spectral window with data")
+        by_name = {}
+        for hdu in candidates:
+            extname = str(hdu.header.get("EXTNAME", "PRIMARY")).strip()
+            by_name[window_node_name(extname)] = (extname, hdu)
+        if windows is not None:
+            wanted = [windows] if isinstance(windows, str | int) else list(windows)
+            chosen = {}
+            available = [ext for ext, _ in by_name.values()]
+            for w in wanted:
+                if isinstance(w, int | np.integer):
+                    if not 0 <= int(w) < len(available):
+                        raise _err(
+                            path,
+                            f"has no window number {w}; it has {len(available)} windows: "
+                            + ", ".join(repr(a) for a in available),
+                        )
+                    node = list(by_name)[int(w)]
+                else:
+                    node = window_node_name(w)
+                    if node not in by_name:
+                        raise _err(
+                            path,
+                            f"has no window {w!r}; its windows are: "
+                            + ", ".join(repr(a) for a in available),
+                        )
+                chosen[node] = by_name[node]
+            by_name = chosen
+        nodes = {}
+        for _extname, hdu in by_name.values():
+            kind = _kind_of(hdu.header)
+            name, ds = _open_window(path, hdul, hdu, kind, chunks, mixed_wcs)
+            nodes[name] = ds
+        root_attrs = {k: _attr_value(primary[k]) for k in PIPELINE_KEYWORDS if k in primary}
+        root_attrs["filename"] = path.name
+        root_attrs.pop("EXTNAME", None)
+        return nodes, root_attrs
+    finally:
+        hdul.close()
+
+
+def open_spice(
+    path,
+    *,
+    windows=None,
+    chunks="auto",
+    dumbbells: bool = False,
+    mixed_wcs: str = "center",
+) -> xr.DataTree:
+    """Open a SPICE Level-2 FITS file lazily, one DataTree node per spectral window.
+
+    Parameters
+    ----------
+    path : str, path-like, or sequence of them
+        One L2 file, or several files of one observation (same SPIOBSID), which are
+        concatenated along ``raster`` (rasters, coordinate ``rasterno``) or ``time``
+        (sit-and-stare).
+    windows : str, int or list of them, optional
+        Windows to open, by EXTNAME (or node name) or position among the windows;
+        default all. An unknown window raises :class:`SpiceFileError` listing those present.
+    chunks : "auto" or dict, optional
+        Dask chunk sizes over ``y``/``x`` (``time``/``y`` for sit-and-stare). The wavelength
+        dimension is always one chunk. ``"auto"`` aims at about 8 MiB per chunk.
+    dumbbells : bool, default False
+        Also open dumbbell (context) windows.
+    mixed_wcs : {"center", "full", "raise"}, default "center"
+        What to do when a window's PC matrix mixes wavelength with position (wide-slit and
+        dumbbell windows): ``"center"`` evaluates the 2-D ``hpln``/``hplt`` coordinates at the
+        reference wavelength pixel (noted in the ``wcs_note`` attribute), ``"full"`` gives them
+        dims ``(y, x, wavelength)``, ``"raise"`` raises :class:`SpiceFileError`.
+
+    Returns
+    -------
+    xarray.DataTree
+        Root attributes hold observation keywords; each child (named from EXTNAME, see
+        :func:`window_node_name`) holds a Dataset with ``radiance`` (dims ``(y, x, wavelength)``
+        or ``(time, y, wavelength)``, file unit), coordinates ``wavelength`` (Angstrom),
+        ``hpln``/``hplt`` (arcsec), ``time``, and ``radcal`` (per wavelength) when the file
+        has it. Pipeline keywords are attributes of the Dataset and of ``radiance``; the full
+        header is the Dataset attribute ``header``.
+
+    Raises
+    ------
+    SpiceFileError
+        The file is not FITS, truncated, not SPICE, not Level 2, has a window without WCS, or
+        a requested window does not exist. The message starts with the file name.
+
+    Examples
+    --------
+    >>> import saffron_xr
+    >>> tree = saffron_xr.open_spice(saffron_xr.ne8_window_path())
+    >>> list(tree.children)
+    ['Ne_VIII_770_Peak_data']
+    >>> tree["Ne_VIII_770_Peak_data"].dataset.radiance.sizes
+    Frozen({'y': 832, 'x': 3, 'wavelength': 50})
+    """
+    if mixed_wcs not in ("center", "full", "raise"):
+        raise ValueError(f"mixed_wcs must be 'center', 'full' or 'raise', got {mixed_wcs!r}")
+    if isinstance(path, str | os.PathLike):
+        nodes, root_attrs = _open_one(path, windows, chunks, dumbbells, mixed_wcs)
+        tree = xr.DataTree(xr.Dataset(attrs=root_attrs))
+        for name, ds in nodes.items():
+            tree[name] = xr.DataTree(ds)
+        return tree
+    return _open_many(list(path), windows, chunks, dumbbells, mixed_wcs)
+
+
+def _open_many(paths: Sequence, windows, chunks, dumbbells, mixed_wcs) -> xr.DataTree:
+    if not paths:
+        raise ValueError("open_spice got an empty list of files")
+    opened = [(Path(p), *_open_one(p, windows, chunks, dumbbells, mixed_wcs)) for p in paths]
+    ids = {attrs.get("SPIOBSID") for _, _, attrs in opened}
+    if len(ids) > 1:
+        listing = ", ".join(f"{p.name} ({a.get('SPIOBSID')})" for p, _, a in opened)
+        raise ValueError(
+            f"files of different observations (SPIOBSID) cannot be opened together: {listing}"
+        )
+    names = set(opened[0][1])
+    for p, nodes, _ in opened[1:]:
+        if set(nodes) != names:
+            raise _err(
+                p,
+                f"has windows {sorted(nodes)}, unlike {opened[0][0].name} ({sorted(names)})",
+            )
+    order = sorted(
+        opened, key=lambda item: (item[2].get("RASTERNO", 0), str(item[2].get("DATE-OBS", "")))
+    )
+    root_attrs = dict(order[0][2])
+    root_attrs["filename"] = [p.name for p, _, _ in order]
+    root_attrs["filename"] = ",".join(root_attrs["filename"])
+    tree = xr.DataTree(xr.Dataset(attrs=root_attrs))
+    for name in opened[0][1]:
+        parts = [nodes[name] for _, nodes, _ in order]
+        if "time" in parts[0].radiance.dims:
+            combined = xr.concat(parts, dim="time", combine_attrs="drop_conflicts")
+        else:
+            rasterno = [int(ds.attrs.get("RASTERNO", i)) for i, ds in enumerate(parts)]
+            combined = xr.concat(
+                parts,
+                dim="raster",
+                coords="different",
+                compat="equals",
+                combine_attrs="drop_conflicts",
+            ).assign_coords(rasterno=("raster", rasterno))
+        combined.attrs["filename"] = ",".join(ds.attrs["filename"] for ds in parts)
+        combined["radiance"].attrs["filename"] = combined.attrs["filename"]
+        tree[name] = xr.DataTree(combined)
+    return tree
