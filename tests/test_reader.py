@@ -99,7 +99,7 @@ def test_open_reads_no_pixel_data(ne8_file, monkeypatch):
         rad = tree["Ne_VIII_770_Peak_data"].dataset.radiance
         assert isinstance(rad.data, dask.array.Array)
     assert calls == []
-    assert np.isfinite(rad[:10].values).any()  # now data is read
+    assert np.isfinite(rad[400:410].values).any()  # now data is read
     assert calls
 
 
