@@ -1,0 +1,221 @@
+"""Batch configuration: one YAML file, validated with messages that name the bad key.
+
+The commented template shipped with the package (``pipeline/template.yaml``, written by
+``saffron-xr init``) *is* the list of defaults: :func:`default_config` parses it, so the
+documentation and the defaults cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from importlib.resources import files
+from pathlib import Path
+
+import yaml
+
+__all__ = ["ConfigError", "default_config", "load_config", "validate_config", "template_text"]
+
+SCHEDULER_KINDS = (
+    "auto",
+    "threads",
+    "processes",
+    "synchronous",
+    "local",
+    "address",
+    "slurm",
+    "pbs",
+)
+
+# keys whose value may take several types (others must match the template's type)
+_MULTI_TYPES = {
+    ("files", "source"): (str, list),
+    ("files", "start"): (str, type(None)),
+    ("files", "end"): (str, type(None)),
+    ("files", "spiobsid"): (int, list, type(None)),
+    ("windows", "include"): (list, str, type(None)),
+    ("catalog", "path"): (str, type(None)),
+    ("derive", "doppler_reference"): (str, float, int),
+    ("scheduler", "n_workers"): (int, type(None)),
+    ("scheduler", "address"): (str, type(None)),
+    ("scheduler", "jobqueue", "queue"): (str, type(None)),
+    ("scheduler", "jobqueue", "account"): (str, type(None)),
+    ("files", "kind"): (str, type(None)),
+    ("files", "study"): (str, type(None)),
+    ("files", "soop"): (str, type(None)),
+}
+# mappings whose keys are free (window names)
+_FREE_MAPPINGS = {("models",)}
+
+
+class ConfigError(ValueError):
+    """A configuration file or mapping is invalid; the message names the key."""
+
+
+def template_text() -> str:
+    """The commented configuration template (YAML text) with every key and its default."""
+    return (files("saffron_xr.pipeline") / "template.yaml").read_text()
+
+
+def default_config() -> dict:
+    """The default configuration, parsed from the shipped template."""
+    return yaml.safe_load(template_text())
+
+
+def _type_name(types):
+    names = {type(None): "null", str: "text", int: "integer", float: "number", bool: "true/false"}
+    return " or ".join(names.get(t, t.__name__) for t in types)
+
+
+def _check(value, default, path, where):
+    key = ".".join(path)
+    if path in _FREE_MAPPINGS:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: '{key}' must be a mapping, got {value!r}")
+        return copy.deepcopy(value)
+    if isinstance(default, dict):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: '{key}' must be a mapping of settings, got {value!r}")
+        unknown = sorted(set(value) - set(default))
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown key '{'.'.join(path + (unknown[0],))}'"
+                f"; '{key or 'the top level'}' takes: {', '.join(sorted(default))}"
+            )
+        out = {}
+        for name, sub_default in default.items():
+            if name in value:
+                out[name] = _check(value[name], sub_default, path + (name,), where)
+            else:
+                out[name] = copy.deepcopy(sub_default)
+        return out
+    types = _MULTI_TYPES.get(path)
+    if types is None:
+        if default is None:
+            return value
+        types = (type(default),)
+        if isinstance(default, float):
+            types = (float, int)
+    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+    if not ok:
+        raise ConfigError(f"{where}: '{key}' must be {_type_name(types)}, got {value!r}")
+    return copy.deepcopy(value)
+
+
+def _semantic_checks(cfg, where):
+    sched = cfg["scheduler"]["kind"]
+    if sched not in SCHEDULER_KINDS:
+        raise ConfigError(
+            f"{where}: 'scheduler.kind' must be one of {', '.join(SCHEDULER_KINDS)}, got {sched!r}"
+        )
+    if sched == "address" and not cfg["scheduler"]["address"]:
+        raise ConfigError(
+            f"{where}: 'scheduler.address' is required when scheduler.kind is address"
+        )
+    kind = cfg["files"]["kind"]
+    if kind is not None and kind not in ("ras", "sit", "exp"):
+        raise ConfigError(f"{where}: 'files.kind' must be ras, sit, exp or null, got {kind!r}")
+    levels = cfg["prep"]["binning"]["levels"]
+    if not levels or any(not isinstance(n, int) or isinstance(n, bool) or n < 1 for n in levels):
+        raise ConfigError(
+            f"{where}: 'prep.binning.levels' must be a list of positive integers, got {levels!r}"
+        )
+    if sorted(levels) != levels or len(set(levels)) != len(levels):
+        raise ConfigError(f"{where}: 'prep.binning.levels' must increase strictly, got {levels!r}")
+    if cfg["catalog"]["background_degree"] not in (0, 1, 2):
+        raise ConfigError(f"{where}: 'catalog.background_degree' must be 0, 1 or 2")
+    if cfg["prep"]["despike"]["replace"] not in ("nan", "median"):
+        raise ConfigError(f"{where}: 'prep.despike.replace' must be nan or median")
+    ref = cfg["derive"]["doppler_reference"]
+    if isinstance(ref, str) and ref not in ("rest", "median", "column"):
+        raise ConfigError(
+            f"{where}: 'derive.doppler_reference' must be rest, median, column or a wavelength "
+            f"in Angstrom, got {ref!r}"
+        )
+    for i, group in enumerate(cfg["fuse"]):
+        if not (
+            isinstance(group, list) and len(group) >= 2 and all(isinstance(g, str) for g in group)
+        ):
+            raise ConfigError(f"{where}: 'fuse[{i}]' must be a list of two or more window names")
+    for name, value in cfg["models"].items():
+        if not isinstance(value, str | dict):
+            raise ConfigError(
+                f"{where}: 'models.{name}' must be a path to a LineModel JSON file or a mapping"
+            )
+    for key in ("start", "end"):
+        value = cfg["files"][key]
+        if value is not None:
+            import numpy as np
+
+            try:
+                np.datetime64(value)
+            except ValueError as exc:
+                raise ConfigError(f"{where}: 'files.{key}' is not an ISO date: {value!r}") from exc
+    chunks = cfg["chunks"]
+    for dim, size in chunks.items():
+        if not isinstance(size, int) or size < 1:
+            raise ConfigError(f"{where}: 'chunks.{dim}' must be a positive integer, got {size!r}")
+
+
+def validate_config(config: dict, *, where: str = "configuration", base_dir=None) -> dict:
+    """Check a configuration mapping and fill in defaults.
+
+    Parameters
+    ----------
+    config : dict
+        A (possibly partial) configuration, as read from YAML.
+    where : str
+        Name used in error messages (normally the file name).
+    base_dir : path-like, optional
+        Folder that relative paths are resolved against (recorded as ``_base_dir``).
+
+    Returns
+    -------
+    dict
+        The complete configuration.
+
+    Raises
+    ------
+    ConfigError
+        Unknown key, wrong type or invalid value; the message names the key.
+
+    Examples
+    --------
+    >>> cfg = validate_config({"scheduler": {"kind": "threads"}})
+    >>> cfg["output"]["resume"]
+    True
+    """
+    if config is None:
+        config = {}
+    config = {k: v for k, v in config.items() if k != "_base_dir"}
+    cfg = _check(config, default_config(), (), where)
+    _semantic_checks(cfg, where)
+    cfg["_base_dir"] = str(Path(base_dir).resolve()) if base_dir is not None else str(Path.cwd())
+    return cfg
+
+
+def load_config(path) -> dict:
+    """Read and validate a YAML configuration file.
+
+    Raises
+    ------
+    ConfigError
+        The file is not valid YAML or a key is invalid; the message names the file and key.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc})") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return validate_config(raw, where=str(path), base_dir=path.parent)
+
+
+def config_json(cfg: dict) -> str:
+    """The configuration as a JSON string, for provenance attributes."""
+    return json.dumps(cfg, sort_keys=True, default=str)

@@ -1,0 +1,390 @@
+"""The batch runner: configured runs from SPICE L2 files to result files.
+
+For each selected file: open lazily, prepare (noise model, despike, denoise, binning), guess
+or load line models, fit, derive physical quantities, and write one netCDF file (one group per
+window) atomically. A file that fails is logged and reported; the batch goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import glob
+import logging
+import time
+from pathlib import Path
+
+import dask
+import xarray as xr
+
+from ..errors import SpiceFileError
+from .config import config_json, load_config, validate_config
+from .scheduler import scheduler_context
+
+__all__ = ["run", "RunSummary", "FileResult", "process_tree", "output_path"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class FileResult:
+    """What happened to one input file."""
+
+    path: str
+    status: str  # "done", "skipped" (complete output exists) or "failed"
+    output: str | None = None
+    error: str | None = None
+    seconds: float = 0.0
+    n_spectra: int = 0
+    n_converged: int = 0
+
+
+@dataclasses.dataclass
+class RunSummary:
+    """The outcome of :func:`run`: one :class:`FileResult` per input file."""
+
+    files: list[FileResult]
+    scheduler: str
+    seconds: float
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return [f for f in self.files if f.status == "failed"]
+
+    @property
+    def done(self) -> list[FileResult]:
+        return [f for f in self.files if f.status == "done"]
+
+    @property
+    def skipped(self) -> list[FileResult]:
+        return [f for f in self.files if f.status == "skipped"]
+
+    def __str__(self) -> str:
+        lines = [
+            f"saffron_xr run: {len(self.done)} done, {len(self.skipped)} skipped, "
+            f"{len(self.failed)} failed in {self.seconds:.1f} s on {self.scheduler}"
+        ]
+        for f in self.files:
+            if f.status == "done":
+                frac = f.n_converged / f.n_spectra if f.n_spectra else float("nan")
+                lines.append(
+                    f"  done     {Path(f.path).name} -> {f.output} "
+                    f"({f.n_spectra} spectra, {frac:.1%} converged, {f.seconds:.1f} s)"
+                )
+            elif f.status == "skipped":
+                lines.append(f"  skipped  {Path(f.path).name} (complete output {f.output} exists)")
+            else:
+                lines.append(f"  FAILED   {Path(f.path).name}: {f.error}")
+        return "\n".join(lines)
+
+
+def _resolve(base_dir, p) -> Path:
+    p = Path(p).expanduser()
+    return p if p.is_absolute() else Path(base_dir) / p
+
+
+def _input_files(cfg) -> list[Path]:
+    from ..io.select import select_files
+
+    fcfg = cfg["files"]
+    base = cfg["_base_dir"]
+    source = fcfg["source"]
+    sources = [source] if isinstance(source, str) else list(source)
+    resolved = []
+    for s in sources:
+        s = str(_resolve(base, s))
+        resolved.append(s)
+    if len(resolved) == 1 and (glob.has_magic(resolved[0]) or Path(resolved[0]).is_dir()):
+        src = resolved[0]
+    else:
+        src = resolved
+    return [
+        Path(p)
+        for p in select_files(
+            src,
+            start=fcfg["start"],
+            end=fcfg["end"],
+            kind=fcfg["kind"],
+            study=fcfg["study"],
+            soop=fcfg["soop"],
+            spiobsid=fcfg["spiobsid"],
+        )
+    ]
+
+
+def output_path(cfg, path: Path, attrs: dict, window: str = "all", level: str = "l3") -> Path:
+    """Output file name for an input file, from ``output.folder`` and ``output.template``."""
+    from ..io.netcdf import format_output_name
+
+    folder = _resolve(cfg["_base_dir"], cfg["output"]["folder"])
+    name = format_output_name(
+        cfg["output"]["template"], path, attrs=attrs, window=window, level=level
+    )
+    return folder / name
+
+
+def _load_catalog(cfg):
+    from ..catalog import LineCatalog
+
+    if cfg["catalog"]["path"]:
+        return LineCatalog.load(_resolve(cfg["_base_dir"], cfg["catalog"]["path"]))
+    return LineCatalog.default()
+
+
+def _window_model(cfg, name, ds, radiance, error, catalog):
+    from ..catalog import guess_model
+    from ..fit.model import LineModel
+
+    override = cfg["models"].get(name) or cfg["models"].get(ds.attrs.get("EXTNAME", ""))
+    if override is not None:
+        if isinstance(override, dict):
+            return LineModel.from_dict(override)
+        return LineModel.from_json(_resolve(cfg["_base_dir"], override).read_text())
+    return guess_model(
+        radiance,
+        catalog,
+        error=error,
+        min_snr=cfg["catalog"]["min_snr"],
+        background_degree=cfg["catalog"]["background_degree"],
+    )
+
+
+def _selected(cfg, names_and_ext):
+    inc = cfg["windows"]["include"]
+    exc = set(cfg["windows"]["exclude"])
+    inc = [inc] if isinstance(inc, str) else inc
+    out = []
+    for name, ext in names_and_ext:
+        if inc is not None and name not in inc and ext not in inc:
+            continue
+        if name in exc or ext in exc:
+            continue
+        out.append(name)
+    return out
+
+
+def process_window(cfg: dict, name: str, ds: xr.Dataset, catalog) -> xr.Dataset:
+    """Prepare, model, fit and derive one window Dataset; returns a lazy result Dataset.
+
+    Only the mean spectrum used by the model guess is computed here.
+    """
+    from .. import derive
+    from ..fit.core import fit_lines
+
+    radiance = ds["radiance"]
+    pcfg = cfg["prep"]
+    error = None
+    if pcfg["noise"]["enabled"]:
+        from ..prep import spice_error
+
+        error = spice_error(radiance, dark_factor=pcfg["noise"]["dark_factor"])
+    if pcfg["despike"]["enabled"]:
+        from ..prep import despike
+
+        cleaned = despike(
+            radiance,
+            error=error,
+            threshold=pcfg["despike"]["threshold"],
+            replace=pcfg["despike"]["replace"],
+        )
+        radiance = cleaned["radiance"]
+    if pcfg["denoise"]["enabled"]:
+        from ..prep import denoise
+
+        den = denoise(radiance, error=error, threshold=pcfg["denoise"]["threshold"])
+        radiance = den["radiance"]
+        error = den.get("error", error)
+    model = _window_model(cfg, name, ds, radiance, error, catalog)
+    levels = pcfg["binning"]["levels"]
+    if len(levels) > 1 or levels[0] != 1:
+        from ..fit.core import fit_adaptive
+        from ..prep import bin_levels
+
+        stacked = bin_levels(
+            radiance,
+            error,
+            sizes=levels,
+            min_valid_fraction=pcfg["binning"]["min_valid_fraction"],
+        )
+        params = fit_adaptive(
+            stacked["radiance"],
+            model,
+            error=stacked["error"],
+            thresholds=pcfg["binning"]["thresholds"],
+        )
+    else:
+        params = fit_lines(radiance, model, error=error)
+    dcfg = cfg["derive"]
+    extra = {}
+    if dcfg["radiance"]:
+        extra.update(derive.radiance(params).data_vars)
+    ref = dcfg["doppler_reference"]
+    if ref is not None:
+        extra.update(derive.doppler_velocity(params, reference=ref).data_vars)
+    if dcfg["widths"]:
+        extra.update(derive.fwhm(params).data_vars)
+    return params.assign(extra)
+
+
+def process_tree(cfg: dict, tree: xr.DataTree, catalog=None) -> xr.DataTree:
+    """Lazy results for every selected window of an opened file (a DataTree like the input)."""
+    catalog = catalog if catalog is not None else _load_catalog(cfg)
+    pairs = [(n, c.dataset.attrs.get("EXTNAME", n)) for n, c in tree.children.items()]
+    names = _selected(cfg, pairs)
+    if not names:
+        raise ValueError(
+            "no window left after windows.include/exclude; the file has "
+            + ", ".join(n for n, _ in pairs)
+        )
+    out = xr.DataTree(xr.Dataset(attrs=dict(tree.attrs)))
+    for name in names:
+        out[name] = xr.DataTree(process_window(cfg, name, tree[name].dataset, catalog))
+    return out
+
+
+def _count(results: xr.DataTree):
+    from ..fit.status import FitStatus
+
+    n = conv = 0
+    for node in results.children.values():
+        st = node.dataset["status"]
+        n += int(st.size)
+        conv += int((st == int(FitStatus.CONVERGED)).sum())
+    return n, conv
+
+
+def _process_file(cfg, path: Path, catalog, progress: bool) -> FileResult:
+    from .. import __version__
+    from ..io.netcdf import to_netcdf
+    from ..io.reader import open_spice
+
+    t0 = time.perf_counter()
+    tree = open_spice(path, chunks=dict(cfg["chunks"]), dumbbells=cfg["windows"]["dumbbells"])
+    out_path = output_path(cfg, path, dict(tree.attrs))
+    results = process_tree(cfg, tree, catalog)
+    results.attrs.update(
+        saffron_xr_version=__version__,
+        configuration=config_json(cfg),
+        input_files=path.name,
+        saffron_xr_complete=1,
+    )
+    computed = _compute_tree(results, progress)
+    to_netcdf(computed, out_path)
+    if cfg["output"]["quicklook"]:
+        from ..plot import quicklook
+
+        quicklook(computed, path=out_path.with_suffix(".png"))
+    if cfg["output"]["l3_fits"]:
+        from ..io.l3fits import to_l3_fits
+
+        for name, node in computed.children.items():
+            to_l3_fits(node.dataset, out_path.with_name(f"{out_path.stem}_{name}_L3.fits"))
+    n, conv = _count(computed)
+    return FileResult(
+        str(path),
+        "done",
+        str(out_path),
+        seconds=time.perf_counter() - t0,
+        n_spectra=n,
+        n_converged=conv,
+    )
+
+
+def _compute_tree(results: xr.DataTree, progress: bool = False) -> xr.DataTree:
+    """Compute every window of a result tree in one dask call (windows run in parallel)."""
+    from .scheduler import active_client
+
+    names = list(results.children)
+    lazy = [results[n].dataset for n in names]
+    client = None
+    if dask.config.get("scheduler", None) in (None, "dask.distributed", "distributed"):
+        client = active_client()
+    if client is not None:
+        futures = client.compute(lazy)
+        if progress:
+            from distributed import progress as dist_progress
+
+            dist_progress(futures)
+        datasets = client.gather(futures)
+    else:
+        ctx = contextlib.nullcontext()
+        if progress:
+            from dask.diagnostics import ProgressBar
+
+            ctx = ProgressBar(minimum=1.0)
+        with ctx:
+            datasets = dask.compute(*lazy)
+    out = xr.DataTree(xr.Dataset(attrs=dict(results.attrs)))
+    for name, ds in zip(names, datasets, strict=True):
+        out[name] = xr.DataTree(ds)
+    return out
+
+
+def run(config, *, progress: bool = False, scheduler: str | None = None) -> RunSummary:
+    """Run a configured batch: select files, fit every window, write one result file each.
+
+    Parameters
+    ----------
+    config : dict or path-like
+        A configuration mapping (validated here) or a YAML file (see ``saffron-xr init``).
+    progress : bool, default False
+        Show progress bars (used by the command line; off when called from code).
+    scheduler : str, optional
+        Override ``scheduler.kind``.
+
+    Returns
+    -------
+    RunSummary
+        Per-file outcome; failures carry their reason. A failing file never stops the batch.
+    """
+    if isinstance(config, dict):
+        cfg = validate_config(config, base_dir=config.get("_base_dir"))
+    else:
+        cfg = load_config(config)
+    if scheduler is not None:
+        cfg["scheduler"]["kind"] = scheduler
+        cfg = validate_config(cfg, base_dir=cfg["_base_dir"])
+    t0 = time.perf_counter()
+    files = _input_files(cfg)
+    results: list[FileResult] = []
+    catalog = _load_catalog(cfg)
+    with scheduler_context(cfg["scheduler"]) as sched_name:
+        for i, path in enumerate(files):
+            if progress:
+                log.info("[%d/%d] %s", i + 1, len(files), path.name)
+            try:
+                if cfg["output"]["resume"]:
+                    done = _complete_output(cfg, path)
+                    if done is not None:
+                        results.append(FileResult(str(path), "skipped", str(done)))
+                        continue
+                results.append(_process_file(cfg, path, catalog, progress))
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as exc:  # a bad file is reported, the batch goes on
+                reason = (
+                    str(exc) if isinstance(exc, SpiceFileError) else f"{type(exc).__name__}: {exc}"
+                )
+                log.error("failed: %s: %s", path, reason)
+                results.append(FileResult(str(path), "failed", error=reason))
+    return RunSummary(results, sched_name, time.perf_counter() - t0)
+
+
+def _complete_output(cfg, path: Path):
+    """The existing complete output of ``path``, or None (partial files never count)."""
+    from ..io.reader import open_spice
+
+    try:
+        attrs = dict(open_spice(path).attrs)
+    except Exception:
+        return None
+    out = output_path(cfg, path, attrs)
+    if not out.exists():
+        return None
+    try:
+        with xr.open_datatree(out) as existing:
+            if existing.attrs.get("saffron_xr_complete", 0) != 1:
+                return None
+    except Exception:
+        return None
+    return out

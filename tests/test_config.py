@@ -1,0 +1,114 @@
+"""Configuration file: template, validation messages, scheduler selection."""
+
+from __future__ import annotations
+
+import dask
+import pytest
+import yaml
+
+from saffron_xr.cli import main
+from saffron_xr.pipeline.config import (
+    ConfigError,
+    default_config,
+    load_config,
+    template_text,
+    validate_config,
+)
+from saffron_xr.pipeline.scheduler import jobqueue_cluster, scheduler_context
+
+
+def test_init_template_validates_as_written(tmp_path):
+    path = tmp_path / "saffron.yaml"
+    assert main(["init", str(path)]) == 0
+    assert path.read_text() == template_text()
+    cfg = load_config(path)
+    assert cfg["scheduler"]["kind"] == "auto"
+    assert cfg["_base_dir"] == str(tmp_path.resolve())
+    # every section of the defaults is documented by a comment in the template
+    for section in default_config():
+        assert f"\n{section}:" in "\n" + template_text()
+    assert main(["init", str(path)]) == 1  # refuses to overwrite
+    assert main(["run", str(path), "--check"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"prep": {"despike": {"treshold": 3}}}, "unknown key 'prep.despike.treshold'"),
+        ({"scheduler": {"kind": "mpi"}}, "'scheduler.kind' must be one of"),
+        ({"output": {"resume": "yes"}}, "'output.resume' must be true/false"),
+        ({"files": {"kind": "raster"}}, "'files.kind' must be ras, sit, exp"),
+        ({"prep": {"binning": {"levels": [3, 1]}}}, "'prep.binning.levels' must increase"),
+        ({"prep": {"binning": {"levels": [0]}}}, "positive integers"),
+        ({"catalog": {"background_degree": 3}}, "'catalog.background_degree'"),
+        ({"derive": {"doppler_reference": "sun"}}, "'derive.doppler_reference'"),
+        ({"files": {"start": "yesterday"}}, "'files.start' is not an ISO date"),
+        ({"scheduler": {"kind": "address"}}, "'scheduler.address' is required"),
+        ({"fuse": [["only_one"]]}, "'fuse[0]'"),
+        ({"chunks": {"y": 0}}, "'chunks.y'"),
+        ({"bogus": 1}, "unknown key 'bogus'"),
+    ],
+)
+def test_invalid_configs_name_the_key(config, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")) as info:
+        validate_config(config, where="my.yaml")
+    assert str(info.value).startswith("my.yaml")
+
+
+def test_bad_files(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("files: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML") as info:
+        load_config(p)
+    assert str(p) in str(info.value)
+    p.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(p)
+    assert main(["run", str(p)]) == 2
+
+
+def test_partial_config_fills_defaults():
+    cfg = validate_config({"output": {"folder": "out"}})
+    assert cfg["output"]["folder"] == "out"
+    assert cfg["output"]["resume"] is True
+    assert cfg["prep"]["noise"]["dark_factor"] == 2
+    assert yaml.safe_load(template_text()) == default_config()
+
+
+def test_threads_scheduler_context():
+    cfg = validate_config({"scheduler": {"kind": "threads", "n_workers": 2}})
+    with scheduler_context(cfg["scheduler"]) as name:
+        assert dask.config.get("scheduler") == "threads"
+        assert dask.config.get("num_workers") == 2
+        assert "threads" in name
+    assert dask.config.get("scheduler", None) != "threads"
+
+
+def test_slurm_job_script_from_config():
+    pytest.importorskip("dask_jobqueue", reason="the hpc extra (dask-jobqueue) is not installed")
+    cfg = validate_config(
+        {
+            "scheduler": {
+                "kind": "slurm",
+                "jobqueue": {
+                    "cores": 4,
+                    "memory": "8GB",
+                    "processes": 2,
+                    "walltime": "00:30:00",
+                    "queue": "short",
+                    "account": "solar",
+                    "job_extra_directives": ["--exclusive"],
+                },
+            }
+        }
+    )
+    cluster = jobqueue_cluster(cfg["scheduler"])
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    assert "#SBATCH -p short" in script
+    assert "#SBATCH -A solar" in script
+    assert "#SBATCH -t 00:30:00" in script
+    assert "#SBATCH --exclusive" in script
+    assert "--nworkers 2" in script or "--nprocs 2" in script
