@@ -217,15 +217,37 @@ def _wave_scale(path, hdr, extname) -> float:
     return _WAVE_TO_ANGSTROM[unit]
 
 
+_WCS_KEY = re.compile(
+    r"^(NAXIS\d?|WCSAXES|CTYPE\d|CUNIT\d|CRVAL\d|CDELT\d|CRPIX\d|PC\d_\d|CROTA\d?|"
+    r"LONPOLE|LATPOLE|DATEREF|MJDREF[IF]?|DATE-OBS|DATE-BEG|TIMESYS|SPECSYS|RESTWAV)$"
+)
+
+
 def _window_wcs(hdr) -> WCS:
+    """Astropy WCS from the WCS keywords only (parsing the whole header is much slower)."""
+    slim = fits.Header([card for card in hdr.cards if _WCS_KEY.match(card.keyword)])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)
-        w = WCS(hdr, naxis=min(4, int(hdr.get("NAXIS", 4))) or 4, fix=False)
+        w = WCS(slim, naxis=min(4, int(hdr.get("NAXIS", 4))) or 4, fix=False)
     return w
 
 
-def _coordinates(path, hdr, extname, shape, kind, mixed_wcs):
-    """Wavelength (Angstrom), hpln/hplt (arcsec) and time coordinates from the full WCS."""
+_AXIS3_ONLY = re.compile(r"^(NAXIS3|CTYPE3|CUNIT3|CRVAL3|CDELT3|CRPIX3|PC3_\d)$")
+
+
+def _wcs_signature(hdr, shape, kind, extra):
+    """Header values that fix the spatial/time coordinates (for reuse across windows)."""
+    keys = sorted(k for k in hdr if _WCS_KEY.match(k) and not _AXIS3_ONLY.match(k))
+    nt, _, ny, nx = shape
+    return (kind, nt, ny, nx, extra) + tuple((k, str(hdr[k])) for k in keys)
+
+
+def _coordinates(path, hdr, extname, shape, kind, mixed_wcs, cache=None):
+    """Wavelength (Angstrom), hpln/hplt (arcsec) and time coordinates from the full WCS.
+
+    ``cache`` (a dict) reuses spatial and time coordinates between windows of one file that
+    share the same spatial WCS keywords.
+    """
     nt, nw, ny, nx = shape
     w = _window_wcs(hdr)
     naxis = w.pixel_n_dim
@@ -260,10 +282,47 @@ def _coordinates(path, hdr, extname, shape, kind, mixed_wcs):
     ref_time = hdr.get("DATEREF") or hdr.get("DATE-BEG") or hdr.get("DATE-OBS")
     t0 = np.datetime64(str(ref_time).strip()) if ref_time else None
 
+    coords = {}
+    key = None
+    if cache is not None and not mixed:
+        time_on_wave = naxis >= 4 and abs(w.wcs.get_pc()[3, 2]) > 0
+        key = _wcs_signature(hdr, shape, kind, ref_w if time_on_wave else None)
+    if key is not None and key in cache:
+        lon, lat, sdims, tsec, tdims, attrs_note = cache[key]
+    else:
+        lon, lat, sdims, tsec, tdims, attrs_note = _spatial(
+            world, kind, shape, ref_w, naxis, mixed, mixed_wcs
+        )
+        if key is not None:
+            cache[key] = (lon, lat, sdims, tsec, tdims, attrs_note)
+    coords["wavelength"] = (
+        "wavelength",
+        wavelength,
+        {"units": "Angstrom", "long_name": "wavelength", "standard_name": "radiation_wavelength"},
+    )
+    coords["hpln"] = (
+        sdims,
+        lon,
+        {"units": "arcsec", "long_name": "helioprojective longitude (Solar X)"},
+    )
+    coords["hplt"] = (
+        sdims,
+        lat,
+        {"units": "arcsec", "long_name": "helioprojective latitude (Solar Y)"},
+    )
+    if t0 is not None:
+        times = t0 + np.round(np.asarray(tsec) * 1e6).astype("timedelta64[us]")
+        coords["time"] = (tdims, times.astype("datetime64[ns]"), {"long_name": "time of exposure"})
+    return coords, attrs_note
+
+
+def _spatial(world, kind, shape, ref_w, naxis, mixed, mixed_wcs):
+    """hpln/hplt (arcsec) and time offsets (s) over the window's pixels."""
+    nt, nw, ny, nx = shape
+
     def to_arcsec_lon(deg):
         return ((np.asarray(deg) + 180.0) % 360.0 - 180.0) * 3600.0
 
-    coords = {}
     attrs_note = None
     if kind == "sit":
         iy, it = np.meshgrid(np.arange(ny, dtype=float), np.arange(nt, dtype=float))
@@ -295,26 +354,7 @@ def _coordinates(path, hdr, extname, shape, kind, mixed_wcs):
         tvals = world(np.arange(nx, dtype=float), np.zeros(nx), np.full(nx, ref_w), np.zeros(nx))
         tsec = tvals[:, 3] if naxis >= 4 else np.zeros(nx)
         tdims = ("x",)
-
-    coords["wavelength"] = (
-        "wavelength",
-        wavelength,
-        {"units": "Angstrom", "long_name": "wavelength", "standard_name": "radiation_wavelength"},
-    )
-    coords["hpln"] = (
-        sdims,
-        lon,
-        {"units": "arcsec", "long_name": "helioprojective longitude (Solar X)"},
-    )
-    coords["hplt"] = (
-        sdims,
-        lat,
-        {"units": "arcsec", "long_name": "helioprojective latitude (Solar Y)"},
-    )
-    if t0 is not None:
-        times = t0 + np.round(np.asarray(tsec) * 1e6).astype("timedelta64[us]")
-        coords["time"] = (tdims, times.astype("datetime64[ns]"), {"long_name": "time of exposure"})
-    return coords, attrs_note
+    return lon, lat, sdims, tsec, tdims, attrs_note
 
 
 def _variable_radcal(hdul, extname):
@@ -369,7 +409,7 @@ def _kind_of(hdr) -> str:
     return "ras"
 
 
-def _open_window(path, hdul, hdu, kind, chunks, mixed_wcs):
+def _open_window(path, hdul, hdu, kind, chunks, mixed_wcs, cache=None):
     hdr = hdu.header
     extname = str(hdr.get("EXTNAME", "PRIMARY")).strip()
     _check_wcs(path, hdr, extname)
@@ -420,7 +460,7 @@ def _open_window(path, hdul, hdu, kind, chunks, mixed_wcs):
         data = arr4[0]
         dims = ("y", "x", "wavelength")
 
-    coords, note = _coordinates(path, hdr, extname, file_shape, kind, mixed_wcs)
+    coords, note = _coordinates(path, hdr, extname, file_shape, kind, mixed_wcs, cache)
     scale = _wave_scale(path, hdr, extname)
     radcal = _variable_radcal(hdul, extname)
     if radcal is not None and radcal.size == nw:
@@ -503,9 +543,10 @@ def _open_one(path, windows, chunks, dumbbells, mixed_wcs):
                 chosen[node] = by_name[node]
             by_name = chosen
         nodes = {}
+        cache = {}
         for _extname, hdu in by_name.values():
             kind = _kind_of(hdu.header)
-            name, ds = _open_window(path, hdul, hdu, kind, chunks, mixed_wcs)
+            name, ds = _open_window(path, hdul, hdu, kind, chunks, mixed_wcs, cache)
             nodes[name] = ds
         root_attrs = {k: _attr_value(primary[k]) for k in PIPELINE_KEYWORDS if k in primary}
         root_attrs["filename"] = path.name
