@@ -17,8 +17,43 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 # --- errors ---
 from .errors import SpiceFileError
 
+# --- prep ---
+from .prep import (
+    SPICE_NOISE_CITATION,
+    SPICE_NOISE_CONSTANTS,
+    bin_levels,
+    bin_spatial,
+    denoise,
+    despike,
+    rebin,
+    spice_error,
+)
+
+# --- fit ---
+from .fit import FitStatus, LineModel, fit_lines, model_spectrum
+
 # --- io ---
 from .io.reader import open_spice
+from .io.select import select_files
+from .io.netcdf import open_results, output_name, to_netcdf
+from .io.l3fits import open_l3_fits, to_l3_fits
+from .io.reconstruct import reconstruct
+
+# --- derive ---
+from .derive import (
+    correct_doppler_gradient,
+    derive_all,
+    doppler_velocity,
+    fwhm,
+    nonthermal_velocity,
+    radiance,
+)
+
+# --- catalog ---
+from .catalog import CatalogError, LineCatalog, fuse_windows, guess_model
+
+# --- fip ---
+from . import fip
 
 # --- sample data ---
 from .sample_data import ne8_window_path
@@ -28,7 +63,43 @@ from . import accessors as _accessors  # noqa: F401  (registers .saffron / .fip)
 
 __all__ = [
     "__version__",
+    # prep
+    "spice_error",
+    "SPICE_NOISE_CONSTANTS",
+    "SPICE_NOISE_CITATION",
+    "despike",
+    "denoise",
+    "bin_spatial",
+    "rebin",
+    "bin_levels",
+    # fit
+    "LineModel",
+    "fit_lines",
+    "model_spectrum",
+    "FitStatus",
+    # catalog
+    "CatalogError",
+    "LineCatalog",
+    "fuse_windows",
+    "guess_model",
     "SpiceFileError",
     "ne8_window_path",
     "open_spice",
+    "select_files",
+    # io (results)
+    "to_netcdf",
+    "open_results",
+    "output_name",
+    "to_l3_fits",
+    "open_l3_fits",
+    "reconstruct",
+    # derive
+    "radiance",
+    "doppler_velocity",
+    "fwhm",
+    "nonthermal_velocity",
+    "correct_doppler_gradient",
+    "derive_all",
+    # fip
+    "fip",
 ]

@@ -17,12 +17,116 @@ class SaffronDataArrayAccessor:
         self._obj = obj
 
     # --- prep ---
+    def spice_error(
+        self,
+        *,
+        radcal=None,
+        xposure=None,
+        nbin2=None,
+        nbin3=None,
+        detector=None,
+        dark_factor=2,
+    ):
+        """Noise-model errors; see :func:`saffron_xr.spice_error` (lazy)."""
+        from .prep import spice_error
+
+        return spice_error(self._obj, radcal=radcal, xposure=xposure, nbin2=nbin2, nbin3=nbin3, detector=detector, dark_factor=dark_factor)  # fmt: skip
+
+    def despike(self, *, n_sigma=5.0, size=3, replace="nan", dark_factor=2):
+        """Remove cosmic-ray hits, returns (cleaned, spikes); see :func:`saffron_xr.despike`
+        (lazy)."""
+        from .prep import despike
+
+        return despike(self._obj, n_sigma=n_sigma, size=size, replace=replace, dark_factor=dark_factor)  # fmt: skip
+
+    def denoise(
+        self,
+        error,
+        *,
+        scales=3,
+        spectral_scales=0,
+        threshold=3.0,
+        transform="2d1d",
+        spatial_dims=("y", "x"),
+    ):
+        """Starlet denoising, returns a Dataset; see :func:`saffron_xr.denoise` (lazy)."""
+        from .prep import denoise
+
+        return denoise(self._obj, error, scales=scales, spectral_scales=spectral_scales, threshold=threshold, transform=transform, spatial_dims=spatial_dims)  # fmt: skip
+
+    def bin(
+        self, error=None, size=3, *, method="convolve", min_valid=0.5, match_pixel_scale=True
+    ):
+        """NaN-aware spatial binning, returns a Dataset; see :func:`saffron_xr.bin_spatial`
+        (lazy)."""
+        from .prep import bin_spatial
+
+        return bin_spatial(self._obj, error, size, method=method, min_valid=min_valid, match_pixel_scale=match_pixel_scale)  # fmt: skip
+
+    def bin_levels(self, error, sizes=(1, 3, 5), *, min_valid=0.5, match_pixel_scale=True):
+        """Binning levels stacked along ``level``; see :func:`saffron_xr.bin_levels` (lazy)."""
+        from .prep import bin_levels
+
+        return bin_levels(self._obj, error, sizes, min_valid=min_valid, match_pixel_scale=match_pixel_scale)  # fmt: skip
 
     # --- fit ---
+    def fit(
+        self,
+        model,
+        *,
+        error=None,
+        dim="wavelength",
+        max_iter=100,
+        ftol=1e-5,
+        xtol=3e-3,
+        min_valid=None,
+        scale_errors=None,
+        rescale_initial=True,
+        level_dim="level",
+        thresholds=None,
+    ):
+        """Fit a LineModel to every spectrum; see :func:`saffron_xr.fit_lines` (lazy)."""
+        from .fit import fit_lines
+
+        return fit_lines(self._obj, model, error=error, dim=dim, max_iter=max_iter, ftol=ftol, xtol=xtol, min_valid=min_valid, scale_errors=scale_errors, rescale_initial=rescale_initial, level_dim=level_dim, thresholds=thresholds)  # fmt: skip
 
     # --- catalog ---
+    def guess_model(
+        self,
+        catalog=None,
+        *,
+        error=None,
+        max_offset=0.6,
+        width=0.4,
+        min_snr=5.0,
+        min_separation=None,
+        merge_blends=True,
+        refine_range=0.15,
+        centroid_range=0.4,
+        width_bounds=(0.5, 3.0),
+        amplitude_bounds=(None, None),
+        background_degree=0,
+        min_valid_fraction=0.8,
+        return_report=False,
+    ):
+        """Initial LineModel for this window; see :func:`saffron_xr.guess_model` (reads the
+        mean spectrum)."""
+        from .catalog import guess_model
+
+        return guess_model(self._obj, catalog, error=error, max_offset=max_offset, width=width, min_snr=min_snr, min_separation=min_separation, merge_blends=merge_blends, refine_range=refine_range, centroid_range=centroid_range, width_bounds=width_bounds, amplitude_bounds=amplitude_bounds, background_degree=background_degree, min_valid_fraction=min_valid_fraction, return_report=return_report)  # fmt: skip
 
     # --- plot ---
+    def quicklook(self, path=None, *, velocity_reference="median", percentile=99.0, dpi=100):
+        """Static overview figure; see :func:`saffron_xr.plot.quicklook` (computes)."""
+        from .plot import quicklook
+
+        return quicklook(self._obj, path, velocity_reference=velocity_reference, percentile=percentile, dpi=dpi)  # fmt: skip
+
+    def explore(self, results=None, *, window=None):
+        """Interactive explorer; see :func:`saffron_xr.plot.explore` (lazy until shown)."""
+        from .plot import explore
+
+        return explore(self._obj, results, window=window)
 
 
 @xr.register_dataset_accessor("saffron")
@@ -33,10 +137,87 @@ class SaffronDatasetAccessor:
         self._obj = obj
 
     # --- derive ---
+    def radiance(self):
+        """Line radiance and error; see :func:`saffron_xr.radiance` (lazy)."""
+        from .derive import radiance
+
+        return radiance(self._obj)
+
+    def doppler_velocity(self, reference="rest"):
+        """Doppler velocity and error; see :func:`saffron_xr.doppler_velocity` (lazy)."""
+        from .derive import doppler_velocity
+
+        return doppler_velocity(self._obj, reference=reference)
+
+    def fwhm(self):
+        """Line FWHM and error; see :func:`saffron_xr.fwhm` (lazy)."""
+        from .derive import fwhm
+
+        return fwhm(self._obj)
+
+    def nonthermal_velocity(
+        self, *, log_t=None, instrumental_fwhm=None, slit_width=None, detector=None
+    ):
+        """Non-thermal velocity; see :func:`saffron_xr.nonthermal_velocity` (lazy)."""
+        from .derive import nonthermal_velocity
+
+        return nonthermal_velocity(self._obj, log_t=log_t, instrumental_fwhm=instrumental_fwhm, slit_width=slit_width, detector=detector)  # fmt: skip
+
+    def correct_doppler_gradient(
+        self, *, reference_line=None, dim="x", degree=1, reference="median"
+    ):
+        """Remove a velocity trend; see :func:`saffron_xr.correct_doppler_gradient` (lazy)."""
+        from .derive import correct_doppler_gradient
+
+        return correct_doppler_gradient(self._obj, reference_line=reference_line, dim=dim, degree=degree, reference=reference)  # fmt: skip
+
+    def derive_all(
+        self,
+        *,
+        doppler_reference="rest",
+        log_t=None,
+        instrumental_fwhm=None,
+        nonthermal=None,
+        gradient=None,
+    ):
+        """Parameters plus derived quantities; see :func:`saffron_xr.derive_all` (lazy)."""
+        from .derive import derive_all
+
+        return derive_all(self._obj, doppler_reference=doppler_reference, log_t=log_t, instrumental_fwhm=instrumental_fwhm, nonthermal=nonthermal, gradient=gradient)  # fmt: skip
 
     # --- io ---
+    def to_netcdf(
+        self, path, *, config=None, provenance=None, compression_level=4, overwrite=True
+    ):
+        """Write as a results file; see :func:`saffron_xr.to_netcdf` (computes)."""
+        from .io.netcdf import to_netcdf
+
+        return to_netcdf(self._obj, path, config=config, provenance=provenance, compression_level=compression_level, overwrite=overwrite)  # fmt: skip
+
+    def to_l3_fits(self, path, *, data=None, overwrite=True):
+        """Write SOLARNET/SPICE L3-style FITS; see :func:`saffron_xr.to_l3_fits` (computes)."""
+        from .io.l3fits import to_l3_fits
+
+        return to_l3_fits(self._obj, path, data=data, overwrite=overwrite)
+
+    def reconstruct(self, data=None, *, window=None, wavelength=None, error=None):
+        """Model cube and residuals; see :func:`saffron_xr.reconstruct` (lazy)."""
+        from .io.reconstruct import reconstruct
+
+        return reconstruct(self._obj, data, window=window, wavelength=wavelength, error=error)
 
     # --- plot ---
+    def quicklook(self, path=None, *, velocity_reference="median", percentile=99.0, dpi=100):
+        """Static overview figure; see :func:`saffron_xr.plot.quicklook` (computes)."""
+        from .plot import quicklook
+
+        return quicklook(self._obj, path, velocity_reference=velocity_reference, percentile=percentile, dpi=dpi)  # fmt: skip
+
+    def explore(self, results=None, *, window=None):
+        """Interactive explorer; see :func:`saffron_xr.plot.explore` (lazy until shown)."""
+        from .plot import explore
+
+        return explore(self._obj, results, window=window)
 
 
 @xr.register_datatree_accessor("saffron")
@@ -47,10 +228,59 @@ class SaffronDataTreeAccessor:
         self._obj = obj
 
     # --- catalog ---
+    def guess_models(
+        self,
+        catalog=None,
+        *,
+        windows=None,
+        variable="radiance",
+        error="error",
+        errors="skip",
+        max_offset=0.6,
+        width=0.4,
+        min_snr=5.0,
+        min_separation=None,
+        merge_blends=True,
+        refine_range=0.15,
+        centroid_range=0.4,
+        width_bounds=(0.5, 3.0),
+        amplitude_bounds=(None, None),
+        background_degree=0,
+        min_valid_fraction=0.8,
+    ):
+        """Initial LineModel of every window; see :func:`saffron_xr.catalog.guess_models`
+        (reads one mean spectrum per window)."""
+        from .catalog import guess_models
+
+        return guess_models(self._obj, catalog, windows=windows, variable=variable, error=error, errors=errors, max_offset=max_offset, width=width, min_snr=min_snr, min_separation=min_separation, merge_blends=merge_blends, refine_range=refine_range, centroid_range=centroid_range, width_bounds=width_bounds, amplitude_bounds=amplitude_bounds, background_degree=background_degree, min_valid_fraction=min_valid_fraction)  # fmt: skip
 
     # --- io ---
+    def to_netcdf(
+        self, path, *, config=None, provenance=None, compression_level=4, overwrite=True
+    ):
+        """Write per-window results; see :func:`saffron_xr.to_netcdf` (computes)."""
+        from .io.netcdf import to_netcdf
+
+        return to_netcdf(self._obj, path, config=config, provenance=provenance, compression_level=compression_level, overwrite=overwrite)  # fmt: skip
+
+    def to_l3_fits(self, path, *, data=None, overwrite=True):
+        """Write SOLARNET/SPICE L3-style FITS; see :func:`saffron_xr.to_l3_fits` (computes)."""
+        from .io.l3fits import to_l3_fits
+
+        return to_l3_fits(self._obj, path, data=data, overwrite=overwrite)
 
     # --- plot ---
+    def quicklook(self, path=None, *, velocity_reference="median", percentile=99.0, dpi=100):
+        """Static overview figure; see :func:`saffron_xr.plot.quicklook` (computes)."""
+        from .plot import quicklook
+
+        return quicklook(self._obj, path, velocity_reference=velocity_reference, percentile=percentile, dpi=dpi)  # fmt: skip
+
+    def explore(self, results=None, *, window=None):
+        """Interactive explorer; see :func:`saffron_xr.plot.explore` (lazy until shown)."""
+        from .plot import explore
+
+        return explore(self._obj, results, window=window)
 
 
 @xr.register_dataset_accessor("fip")
@@ -61,3 +291,35 @@ class FipDatasetAccessor:
         self._obj = obj
 
     # --- fip ---
+    def lcr(
+        self,
+        low,
+        high,
+        density=1e9,
+        *,
+        dems=("quiet_sun", "active_region", "coronal_hole"),
+        abundance="archive/sun_photospheric_2007_grevesse",
+        contributions=None,
+        regularization=0.01,
+        xuvtop=None,
+    ):
+        """FIP-bias map by the LCR method; see :func:`saffron_xr.fip.lcr` (lazy)."""
+        from .fip import lcr
+
+        return lcr(self._obj, low, high, density, dems=dems, abundance=abundance, contributions=contributions, regularization=regularization, xuvtop=xuvtop)  # fmt: skip
+
+    def two_line_ratio(
+        self,
+        low,
+        high,
+        density=1e9,
+        *,
+        dem="quiet_sun",
+        abundance="archive/sun_photospheric_2007_grevesse",
+        contributions=None,
+        xuvtop=None,
+    ):
+        """FIP-bias map from one line ratio; see :func:`saffron_xr.fip.two_line_ratio` (lazy)."""
+        from .fip import two_line_ratio
+
+        return two_line_ratio(self._obj, low, high, density, dem=dem, abundance=abundance, contributions=contributions, xuvtop=xuvtop)  # fmt: skip

@@ -17,6 +17,7 @@ from pathlib import Path
 import dask
 import xarray as xr
 
+from .._compute import compute_datasets
 from ..errors import SpiceFileError
 from .config import config_json, load_config, validate_config
 from .scheduler import scheduler_context
@@ -69,7 +70,7 @@ class RunSummary:
                 frac = f.n_converged / f.n_spectra if f.n_spectra else float("nan")
                 lines.append(
                     f"  done     {Path(f.path).name} -> {f.output} "
-                    f"({f.n_spectra} spectra, {frac:.1%} converged, {f.seconds:.1f} s)"
+                    f"({f.n_spectra} spectra fitted, {frac:.1%} converged, {f.seconds:.1f} s)"
                 )
             elif f.status == "skipped":
                 lines.append(f"  skipped  {Path(f.path).name} (complete output {f.output} exists)")
@@ -112,15 +113,25 @@ def _input_files(cfg) -> list[Path]:
     ]
 
 
-def output_path(cfg, path: Path, attrs: dict, window: str = "all", level: str = "l3") -> Path:
+def output_path(cfg, path: Path, window: str = "all", level: str = "l3") -> Path:
     """Output file name for an input file, from ``output.folder`` and ``output.template``."""
-    from ..io.netcdf import format_output_name
+    from ..errors import SpiceFileError
+    from ..io.filenames import parse_spice_filename
+    from ..io.netcdf import output_name
 
+    attrs = {"filename": Path(path).name}
+    try:
+        parsed = parse_spice_filename(path)
+    except SpiceFileError:
+        pass  # a non-standard name: only {stem} is available
+    else:
+        attrs.update(
+            SPIOBSID=parsed.spiobsid,
+            RASTERNO=parsed.rasterno,
+            **{"DATE-OBS": parsed.date.isoformat()},
+        )
     folder = _resolve(cfg["_base_dir"], cfg["output"]["folder"])
-    name = format_output_name(
-        cfg["output"]["template"], path, attrs=attrs, window=window, level=level
-    )
-    return folder / name
+    return folder / output_name(cfg["output"]["template"], attrs, window=window, level=level)
 
 
 def _load_catalog(cfg):
@@ -181,36 +192,36 @@ def process_window(cfg: dict, name: str, ds: xr.Dataset, catalog) -> xr.Dataset:
     if pcfg["despike"]["enabled"]:
         from ..prep import despike
 
-        cleaned = despike(
+        radiance, _changed = despike(
             radiance,
-            error=error,
-            threshold=pcfg["despike"]["threshold"],
+            n_sigma=pcfg["despike"]["threshold"],
             replace=pcfg["despike"]["replace"],
+            dark_factor=pcfg["noise"]["dark_factor"],
         )
-        radiance = cleaned["radiance"]
     if pcfg["denoise"]["enabled"]:
         from ..prep import denoise
 
-        den = denoise(radiance, error=error, threshold=pcfg["denoise"]["threshold"])
+        if error is None:
+            raise ValueError("prep.denoise needs the noise model (prep.noise.enabled: true)")
+        den = denoise(radiance, error, threshold=pcfg["denoise"]["threshold"])
         radiance = den["radiance"]
-        error = den.get("error", error)
+        error = den["error"] if "error" in den else error
     model = _window_model(cfg, name, ds, radiance, error, catalog)
     levels = pcfg["binning"]["levels"]
     if len(levels) > 1 or levels[0] != 1:
-        from ..fit.core import fit_adaptive
         from ..prep import bin_levels
 
+        if error is None:
+            raise ValueError("prep.binning needs the noise model (prep.noise.enabled: true)")
         stacked = bin_levels(
-            radiance,
-            error,
-            sizes=levels,
-            min_valid_fraction=pcfg["binning"]["min_valid_fraction"],
+            radiance, error, sizes=levels, min_valid=pcfg["binning"]["min_valid_fraction"]
         )
-        params = fit_adaptive(
+        params = fit_lines(
             stacked["radiance"],
             model,
             error=stacked["error"],
-            thresholds=pcfg["binning"]["thresholds"],
+            level_dim="level",
+            thresholds=dict(pcfg["binning"]["thresholds"]),
         )
     else:
         params = fit_lines(radiance, model, error=error)
@@ -243,13 +254,18 @@ def process_tree(cfg: dict, tree: xr.DataTree, catalog=None) -> xr.DataTree:
 
 
 def _count(results: xr.DataTree):
+    """(spectra with enough valid samples to fit, of which converged) over all windows."""
+    import numpy as np
+
     from ..fit.status import FitStatus
 
     n = conv = 0
+    skipped = [int(FitStatus.ALL_NAN), int(FitStatus.TOO_FEW_VALID)]
+    good = [int(FitStatus.CONVERGED), int(FitStatus.CONVERGED_AT_BOUND)]
     for node in results.children.values():
-        st = node.dataset["status"]
-        n += int(st.size)
-        conv += int((st == int(FitStatus.CONVERGED)).sum())
+        st = np.asarray(node.dataset["status"])
+        n += int((~np.isin(st, skipped)).sum())
+        conv += int(np.isin(st, good).sum())
     return n, conv
 
 
@@ -260,7 +276,7 @@ def _process_file(cfg, path: Path, catalog, progress: bool) -> FileResult:
 
     t0 = time.perf_counter()
     tree = open_spice(path, chunks=dict(cfg["chunks"]), dumbbells=cfg["windows"]["dumbbells"])
-    out_path = output_path(cfg, path, dict(tree.attrs))
+    out_path = output_path(cfg, path)
     results = process_tree(cfg, tree, catalog)
     results.attrs.update(
         saffron_xr_version=__version__,
@@ -269,7 +285,8 @@ def _process_file(cfg, path: Path, catalog, progress: bool) -> FileResult:
         saffron_xr_complete=1,
     )
     computed = _compute_tree(results, progress)
-    to_netcdf(computed, out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    to_netcdf(computed, out_path, config=cfg)
     if cfg["output"]["quicklook"]:
         from ..plot import quicklook
 
@@ -300,12 +317,19 @@ def _compute_tree(results: xr.DataTree, progress: bool = False) -> xr.DataTree:
     if dask.config.get("scheduler", None) in (None, "dask.distributed", "distributed"):
         client = active_client()
     if client is not None:
-        futures = client.compute(lazy)
+        persisted = [ds.persist() for ds in lazy]
         if progress:
             from distributed import progress as dist_progress
 
-            dist_progress(futures)
-        datasets = client.gather(futures)
+            dist_progress(
+                [
+                    v.data
+                    for ds in persisted
+                    for v in ds.variables.values()
+                    if dask.is_dask_collection(v.data)
+                ]
+            )
+        datasets = compute_datasets(*persisted)
     else:
         ctx = contextlib.nullcontext()
         if progress:
@@ -313,7 +337,7 @@ def _compute_tree(results: xr.DataTree, progress: bool = False) -> xr.DataTree:
 
             ctx = ProgressBar(minimum=1.0)
         with ctx:
-            datasets = dask.compute(*lazy)
+            datasets = compute_datasets(*lazy)
     out = xr.DataTree(xr.Dataset(attrs=dict(results.attrs)))
     for name, ds in zip(names, datasets, strict=True):
         out[name] = xr.DataTree(ds)
@@ -372,13 +396,7 @@ def run(config, *, progress: bool = False, scheduler: str | None = None) -> RunS
 
 def _complete_output(cfg, path: Path):
     """The existing complete output of ``path``, or None (partial files never count)."""
-    from ..io.reader import open_spice
-
-    try:
-        attrs = dict(open_spice(path).attrs)
-    except Exception:
-        return None
-    out = output_path(cfg, path, attrs)
+    out = output_path(cfg, path)
     if not out.exists():
         return None
     try:

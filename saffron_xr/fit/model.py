@@ -1,0 +1,771 @@
+"""LineModel: Gaussian emission lines on a polynomial background, with bounds and ties.
+
+A model is an ordered set of Gaussian lines plus a polynomial background of degree 0-2 in
+each wavelength *segment*. Its *full* parameter vector is, line after line,
+``amplitude, centroid, width``, then the background coefficients, segment after segment,
+``degree = 0 .. background_degree``. Ties and fixed values make the full vector a linear
+function of a smaller *free* vector, ``full = T @ free + c``: the kernel fits the free
+parameters with the Jacobian ``J_full @ T`` and reports the covariance of every full
+parameter as ``T C_free T^T``.
+
+Every mutating method validates the whole model and leaves it unchanged when it raises, so a
+model that exists is a model that can be fitted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["LineModel", "PARAM_KINDS", "DEFAULT_BOUNDS"]
+
+#: The parameters of one Gaussian line, in the order of the full parameter vector.
+PARAM_KINDS = ("amplitude", "centroid", "width")
+
+#: Bounds used for a line parameter when ``add_line`` is not given any. The width's lower
+#: bound (1e-3 Angstrom, far below any resolvable SPICE width) keeps every Gaussian finite.
+DEFAULT_BOUNDS = {
+    "amplitude": (0.0, math.inf),
+    "centroid": (-math.inf, math.inf),
+    "width": (1e-3, math.inf),
+}
+
+_MAX_DEGREE = 2
+_NAME_RE = re.compile(r"^\s*([A-Za-z]{1,2}_\d+)\s+([0-9]+(?:\.[0-9]*)?)\s*$")
+
+
+def _is_scalar(value) -> bool:
+    return np.ndim(value) == 0 and not hasattr(value, "dims")
+
+
+@dataclass
+class _Line:
+    name: str
+    ion: str | None
+    rest_wavelength: float | None
+    initial: dict = field(default_factory=dict)  # kind -> float, DataArray or None
+    bounds: dict = field(default_factory=dict)  # kind -> (lo, hi)
+
+
+@dataclass
+class CompiledModel:
+    """The arrays the kernel and the reference read, for one wavelength grid.
+
+    Attributes
+    ----------
+    n_lines, degree, n_segments, n_full, n_free : int
+        Sizes.
+    full_names : list of str
+        ``"<line>/<kind>"`` or ``"background/<segment>/<degree>"`` for every full parameter.
+    full_kind : numpy.ndarray of int
+        0 amplitude, 1 centroid, 2 width, 3 background, per full parameter.
+    root : numpy.ndarray of int
+        Index of the free parameter each full parameter follows, -1 if fixed.
+    scale, offset : numpy.ndarray
+        ``full[j] = scale[j] * free[root[j]] + offset[j]`` (``offset[j]`` alone if fixed).
+    free_root : numpy.ndarray of int
+        For each free parameter, the full parameter it *is* (scale 1, offset 0).
+    free_lower, free_upper : numpy.ndarray
+        Bounds of the free parameters (the own bounds of the root intersected with the
+        bounds of every full parameter tied to it, mapped through the tie).
+    transform : numpy.ndarray
+        ``T`` (n_full x n_free).
+    constant : numpy.ndarray
+        ``c`` (n_full).
+    segment_min, segment_max, segment_reference : numpy.ndarray
+        Wavelength range of each segment and the wavelength the background polynomial is
+        centred on (Angstrom).
+    initial : list
+        Initial value of every full parameter: float, DataArray over the fitted pixels, or
+        None (per-pixel value not stored, see `LineModel.from_dict`).
+    """
+
+    n_lines: int
+    degree: int
+    n_segments: int
+    full_names: list
+    full_kind: np.ndarray
+    root: np.ndarray
+    scale: np.ndarray
+    offset: np.ndarray
+    free_root: np.ndarray
+    free_lower: np.ndarray
+    free_upper: np.ndarray
+    segment_min: np.ndarray
+    segment_max: np.ndarray
+    segment_reference: np.ndarray
+    initial: list
+
+    @property
+    def n_full(self) -> int:
+        return len(self.full_names)
+
+    @property
+    def n_free(self) -> int:
+        return len(self.free_root)
+
+    @property
+    def transform(self) -> np.ndarray:
+        t = np.zeros((self.n_full, self.n_free))
+        free = self.root >= 0
+        t[np.flatnonzero(free), self.root[free]] = self.scale[free]
+        return t
+
+    @property
+    def constant(self) -> np.ndarray:
+        return self.offset.copy()
+
+    def full_from_free(self, free) -> np.ndarray:
+        """Full parameter vector from a free one (``T @ free + c``)."""
+        return self.transform @ np.asarray(free, dtype=float) + self.offset
+
+    def free_from_full(self, full) -> np.ndarray:
+        """Free parameter vector read from the root entries of a full one."""
+        return np.asarray(full, dtype=float)[self.free_root]
+
+
+class LineModel:
+    """Gaussian emission lines on a polynomial background, with bounds, ties and fixes.
+
+    Parameters
+    ----------
+    lines : list of dict, optional
+        Lines to add, each a dict of `add_line` keyword arguments (``name`` included).
+    background_degree : int, default 0
+        Degree (0, 1 or 2) of the background polynomial in each segment. The background of
+        a segment is ``sum_k b_k (lambda - lambda_ref)^k`` with ``lambda_ref`` the middle of
+        the segment (of the fitted wavelength range when there are no segments), lambda in
+        Angstrom.
+    segments : list of (float, float), optional
+        Wavelength ranges (Angstrom, inclusive, not overlapping) each with its own
+        background polynomial, for fused windows. Samples outside every segment are not
+        fitted. None (default): one background over the whole fitted range.
+
+    Raises
+    ------
+    ValueError
+        For a degree outside 0-2, bad segments, or invalid lines.
+
+    Examples
+    --------
+    >>> m = LineModel(background_degree=1)
+    >>> m.add_line("ne_8 770.42", amplitude=0.3, centroid=770.1, width=0.15,
+    ...            bounds={"centroid": (769.6, 770.6)})
+    >>> m.add_line("mg_8 769.38", amplitude=0.05, centroid=769.1, width=0.15)
+    >>> m.tie_width("mg_8 769.38", "ne_8 770.42")
+    >>> m.lines
+    ['ne_8 770.42', 'mg_8 769.38']
+    >>> m.n_free
+    7
+    """
+
+    def __init__(self, lines=None, background_degree: int = 0, segments=None):
+        degree = int(background_degree)
+        if degree != background_degree or not 0 <= degree <= _MAX_DEGREE:
+            raise ValueError(
+                f"LineModel: background_degree must be 0, 1 or 2, got {background_degree!r}"
+            )
+        self._degree = degree
+        self._segments = self._check_segments(segments)
+        self._lines: dict[str, _Line] = {}
+        self._ties: dict[tuple[str, str], tuple[str, float]] = {}
+        self._fixed: dict[tuple[str, str], float] = {}
+        for spec in lines or []:
+            if not isinstance(spec, dict) or "name" not in spec:
+                raise ValueError(
+                    "LineModel: each entry of `lines` must be a dict of add_line keyword "
+                    f"arguments including 'name', got {spec!r}"
+                )
+            spec = dict(spec)
+            self.add_line(spec.pop("name"), **spec)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def lines(self) -> list[str]:
+        """Line names, in model order."""
+        return list(self._lines)
+
+    @property
+    def background_degree(self) -> int:
+        """Degree of the background polynomial (per segment)."""
+        return self._degree
+
+    @property
+    def segments(self) -> list[tuple[float, float]] | None:
+        """Background segments (Angstrom), or None for one background over the window."""
+        return None if self._segments is None else list(self._segments)
+
+    @property
+    def n_segments(self) -> int:
+        """Number of background polynomials (1 when `segments` is None)."""
+        return 1 if self._segments is None else len(self._segments)
+
+    @property
+    def n_full(self) -> int:
+        """Number of full parameters (3 per line plus the background coefficients)."""
+        return 3 * len(self._lines) + self.n_segments * (self._degree + 1)
+
+    @property
+    def n_free(self) -> int:
+        """Number of free parameters (full parameters neither tied nor fixed)."""
+        return self.n_full - len(self._ties) - len(self._fixed)
+
+    def line_info(self, name: str) -> dict:
+        """Ion, rest wavelength, initial values and bounds of one line.
+
+        Parameters
+        ----------
+        name : str
+
+        Returns
+        -------
+        dict
+            Keys ``name``, ``ion``, ``rest_wavelength``, ``amplitude``, ``centroid``,
+            ``width`` (initial values) and ``bounds``.
+        """
+        line = self._get(name, "line_info")
+        return {
+            "name": line.name,
+            "ion": line.ion,
+            "rest_wavelength": line.rest_wavelength,
+            **dict(line.initial),
+            "bounds": dict(line.bounds),
+        }
+
+    def tie_of(self, name: str, param: str):
+        """How one parameter is constrained.
+
+        Returns
+        -------
+        tuple or None
+            ``("tied", to_line, value)``, ``("fixed", value)`` or None if free.
+        """
+        key = (name, param)
+        if key in self._ties:
+            return ("tied", *self._ties[key])
+        if key in self._fixed:
+            return ("fixed", self._fixed[key])
+        return None
+
+    # ------------------------------------------------------------------ building
+    def add_line(
+        self,
+        name: str,
+        *,
+        ion: str | None = None,
+        rest_wavelength: float | None = None,
+        amplitude,
+        centroid,
+        width,
+        bounds: dict | None = None,
+    ) -> None:
+        """Add a Gaussian line.
+
+        Parameters
+        ----------
+        name : str
+            Unique line id, e.g. ``"ne_8 770.42"``.
+        ion : str, optional
+            CHIANTI ion name (``"ne_8"``); parsed from a ``"<ion> <wavelength>"`` name when
+            not given.
+        rest_wavelength : float, optional
+            Rest wavelength in Angstrom; parsed from the name when not given.
+        amplitude, centroid, width : float or xarray.DataArray
+            Initial peak spectral radiance (data units), centroid (Angstrom) and Gaussian
+            sigma (Angstrom). A DataArray gives one value per pixel; its dims must be
+            among the fitted data's non-wavelength dims.
+        bounds : dict, optional
+            ``{"amplitude": (lo, hi), "centroid": (lo, hi), "width": (lo, hi)}``; missing
+            kinds take `DEFAULT_BOUNDS`. Use None or +-inf for no bound.
+
+        Raises
+        ------
+        ValueError
+            Duplicate name, unknown bound kind, ``lo >= hi``, a scalar initial value
+            outside its bounds, a non-finite scalar initial value, or a width bound that
+            allows zero or negative widths.
+        """
+        name = str(name)
+        if name in self._lines:
+            raise ValueError(f"LineModel.add_line: a line named {name!r} already exists")
+        parsed = _NAME_RE.match(name)
+        if ion is None and parsed:
+            ion = parsed.group(1)
+        if rest_wavelength is None and parsed:
+            rest_wavelength = float(parsed.group(2))
+        bounds = dict(bounds or {})
+        unknown = set(bounds) - set(PARAM_KINDS)
+        if unknown:
+            raise ValueError(
+                f"LineModel.add_line({name!r}): unknown bound kind(s) {sorted(unknown)}; "
+                f"expected some of {PARAM_KINDS}"
+            )
+        line = _Line(
+            name=name,
+            ion=None if ion is None else str(ion),
+            rest_wavelength=None if rest_wavelength is None else float(rest_wavelength),
+        )
+        for kind, value in zip(PARAM_KINDS, (amplitude, centroid, width), strict=True):
+            lo, hi = self._check_bound(name, kind, bounds.get(kind, DEFAULT_BOUNDS[kind]))
+            line.bounds[kind] = (lo, hi)
+            line.initial[kind] = self._check_initial(name, kind, value, lo, hi)
+        with self._transaction():
+            self._lines[name] = line
+
+    def tie_centroid(self, line: str, to: str, offset: float | None = None) -> None:
+        """Tie a centroid: ``centroid[line] = centroid[to] + offset``.
+
+        Parameters
+        ----------
+        line, to : str
+            Names of existing lines.
+        offset : float, optional
+            Angstrom. Default: the difference of the rest wavelengths.
+        """
+        if offset is None:
+            a, b = self._get(line, "tie_centroid"), self._get(to, "tie_centroid")
+            if a.rest_wavelength is None or b.rest_wavelength is None:
+                raise ValueError(
+                    f"LineModel.tie_centroid({line!r}, {to!r}): no offset given and a rest "
+                    "wavelength is missing"
+                )
+            offset = a.rest_wavelength - b.rest_wavelength
+        self._tie(line, to, "centroid", float(offset))
+
+    def tie_width(self, line: str, to: str, factor: float = 1.0) -> None:
+        """Tie a width: ``width[line] = factor * width[to]`` (``factor > 0``)."""
+        factor = float(factor)
+        if not (factor > 0 and math.isfinite(factor)):
+            raise ValueError(
+                f"LineModel.tie_width({line!r}, {to!r}): factor must be finite and > 0, "
+                f"got {factor}"
+            )
+        self._tie(line, to, "width", factor)
+
+    def tie_amplitude(self, line: str, to: str, ratio: float) -> None:
+        """Tie an amplitude: ``amplitude[line] = ratio * amplitude[to]`` (``ratio != 0``)."""
+        ratio = float(ratio)
+        if not (ratio != 0 and math.isfinite(ratio)):
+            raise ValueError(
+                f"LineModel.tie_amplitude({line!r}, {to!r}): ratio must be finite and "
+                f"non-zero, got {ratio}"
+            )
+        self._tie(line, to, "amplitude", ratio)
+
+    def fix(self, line: str, param: str, value: float) -> None:
+        """Fix one line parameter to a value (in its bounds).
+
+        Parameters
+        ----------
+        line : str
+        param : {"amplitude", "centroid", "width"}
+        value : float
+        """
+        self._get(line, "fix")
+        self._check_kind(param, "fix")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"LineModel.fix({line!r}, {param!r}): value must be finite")
+        key = (line, param)
+        if key in self._ties:
+            raise ValueError(
+                f"LineModel.fix({line!r}, {param!r}): this parameter is tied to line "
+                f"{self._ties[key][0]!r}; it cannot also be fixed"
+            )
+        with self._transaction():
+            self._fixed[key] = value
+
+    def set_initial(self, line: str, param: str, value) -> None:
+        """Replace the initial value of one line parameter (float or DataArray).
+
+        Raises
+        ------
+        ValueError
+            If a scalar value lies outside the parameter's bounds.
+        """
+        ln = self._get(line, "set_initial")
+        self._check_kind(param, "set_initial")
+        lo, hi = ln.bounds[param]
+        value = self._check_initial(line, param, value, lo, hi)
+        old = ln.initial[param]
+        ln.initial[param] = value
+        try:
+            self._validate()
+        except ValueError:
+            ln.initial[param] = old
+            raise
+
+    def copy(self) -> LineModel:
+        """An independent copy (DataArray initial values are shared, not copied)."""
+        new = copy.copy(self)
+        new._lines = {
+            k: _Line(v.name, v.ion, v.rest_wavelength, dict(v.initial), dict(v.bounds))
+            for k, v in self._lines.items()
+        }
+        new._ties = dict(self._ties)
+        new._fixed = dict(self._fixed)
+        new._segments = None if self._segments is None else list(self._segments)
+        return new
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict:
+        """A JSON-able description of the model.
+
+        Infinite bounds are written as None. Per-pixel (DataArray) initial values cannot be
+        stored and are written as None; a model read back from such a dict needs
+        `set_initial` before fitting.
+
+        Returns
+        -------
+        dict
+        """
+
+        def num(v):
+            return None if v is None or not _is_scalar(v) or math.isinf(v) else float(v)
+
+        return {
+            "format": "saffron_xr.LineModel",
+            "version": 1,
+            "background_degree": self._degree,
+            "segments": None
+            if self._segments is None
+            else [[float(a), float(b)] for a, b in self._segments],
+            "lines": [
+                {
+                    "name": ln.name,
+                    "ion": ln.ion,
+                    "rest_wavelength": ln.rest_wavelength,
+                    **{k: num(ln.initial[k]) for k in PARAM_KINDS},
+                    "bounds": {
+                        k: [num(ln.bounds[k][0]), num(ln.bounds[k][1])] for k in PARAM_KINDS
+                    },
+                }
+                for ln in self._lines.values()
+            ],
+            "ties": [
+                {"line": a, "param": k, "to": to, "value": v}
+                for (a, k), (to, v) in self._ties.items()
+            ],
+            "fixed": [{"line": a, "param": k, "value": v} for (a, k), v in self._fixed.items()],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LineModel:
+        """Rebuild a model written by `to_dict`.
+
+        Parameters
+        ----------
+        d : dict
+
+        Returns
+        -------
+        LineModel
+        """
+        if not isinstance(d, dict) or "lines" not in d:
+            raise ValueError("LineModel.from_dict: not a LineModel dict (no 'lines' key)")
+        model = cls(background_degree=d.get("background_degree", 0), segments=d.get("segments"))
+        for ld in d["lines"]:
+            bounds = {
+                k: (
+                    -math.inf if v[0] is None else v[0],
+                    math.inf if v[1] is None else v[1],
+                )
+                for k, v in ld.get("bounds", {}).items()
+            }
+            line = _Line(ld["name"], ld.get("ion"), ld.get("rest_wavelength"))
+            for kind in PARAM_KINDS:
+                lo, hi = cls._check_bound(ld["name"], kind, bounds.get(kind, DEFAULT_BOUNDS[kind]))
+                line.bounds[kind] = (lo, hi)
+                value = ld.get(kind)
+                line.initial[kind] = (
+                    None if value is None else cls._check_initial(ld["name"], kind, value, lo, hi)
+                )
+            if line.name in model._lines:
+                raise ValueError(f"LineModel.from_dict: duplicate line {line.name!r}")
+            model._lines[line.name] = line
+        model._validate()
+        for t in d.get("ties", []):
+            model._tie(t["line"], t["to"], t["param"], float(t["value"]))
+        for f in d.get("fixed", []):
+            model.fix(f["line"], f["param"], f["value"])
+        return model
+
+    def to_json(self, **kwargs) -> str:
+        """`to_dict` as a JSON string (keyword arguments go to `json.dumps`)."""
+        return json.dumps(self.to_dict(), allow_nan=False, **kwargs)
+
+    @classmethod
+    def from_json(cls, text: str) -> LineModel:
+        """Rebuild a model from `to_json` output."""
+        return cls.from_dict(json.loads(text))
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, LineModel):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        lines = ", ".join(self._lines)
+        seg = "" if self._segments is None else f", segments={self._segments}"
+        return (
+            f"LineModel(lines=[{lines}], background_degree={self._degree}{seg}, "
+            f"ties={len(self._ties)}, fixed={len(self._fixed)}, n_free={self.n_free})"
+        )
+
+    # ------------------------------------------------------------------ compilation
+    def compile(self, wavelength=None) -> CompiledModel:
+        """Compile to the arrays read by the kernel (see `CompiledModel`).
+
+        Parameters
+        ----------
+        wavelength : array-like, optional
+            The fitted wavelength grid (Angstrom); without segments the background is
+            centred on the middle of its finite range. Required when `segments` is None.
+
+        Returns
+        -------
+        CompiledModel
+        """
+        if not self._lines and self._degree < 0:  # pragma: no cover - degree >= 0 always
+            raise ValueError("LineModel: empty model")
+        if self._segments is None:
+            if wavelength is None:
+                raise ValueError("LineModel.compile: wavelength is required without segments")
+            w = np.asarray(wavelength, dtype=float)
+            w = w[np.isfinite(w)]
+            if w.size == 0:
+                raise ValueError("LineModel.compile: the wavelength grid has no finite value")
+            seg_min = np.array([-np.inf])
+            seg_max = np.array([np.inf])
+            seg_ref = np.array([0.5 * (w.min() + w.max())])
+        else:
+            seg_min = np.array([s[0] for s in self._segments], dtype=float)
+            seg_max = np.array([s[1] for s in self._segments], dtype=float)
+            seg_ref = 0.5 * (seg_min + seg_max)
+        names = self.lines
+        index = {}
+        full_names, full_kind, initial = [], [], []
+        for name in names:
+            for k, kind in enumerate(PARAM_KINDS):
+                index[(name, kind)] = len(full_names)
+                full_names.append(f"{name}/{kind}")
+                full_kind.append(k)
+                initial.append(self._lines[name].initial[kind])
+        for s in range(self.n_segments):
+            for k in range(self._degree + 1):
+                full_names.append(f"background/{s}/{k}")
+                full_kind.append(3)
+                initial.append(0.0)
+        n_full = len(full_names)
+        root_full = np.empty(n_full, dtype=np.int64)  # root as a *full* index, -1 fixed
+        scale = np.ones(n_full)
+        offset = np.zeros(n_full)
+        for (name, kind), j in index.items():
+            r, s, o = self._resolve(name, kind)
+            root_full[j] = -1 if r is None else index[r]
+            scale[j], offset[j] = s, o
+        for j in range(3 * len(names), n_full):
+            root_full[j] = j
+        free_root = np.flatnonzero(root_full == np.arange(n_full))
+        free_of_full = {int(j): f for f, j in enumerate(free_root)}
+        root = np.array([-1 if r < 0 else free_of_full[int(r)] for r in root_full], np.int64)
+        lower = np.full(n_full, -np.inf)
+        upper = np.full(n_full, np.inf)
+        for (name, kind), j in index.items():
+            lower[j], upper[j] = self._lines[name].bounds[kind]
+        free_lower = np.full(free_root.size, -np.inf)
+        free_upper = np.full(free_root.size, np.inf)
+        for j in range(n_full):
+            f = root[j]
+            if f < 0:
+                continue
+            a = (lower[j] - offset[j]) / scale[j]
+            b = (upper[j] - offset[j]) / scale[j]
+            lo, hi = (a, b) if scale[j] > 0 else (b, a)
+            free_lower[f] = max(free_lower[f], lo)
+            free_upper[f] = min(free_upper[f], hi)
+        return CompiledModel(
+            n_lines=len(names),
+            degree=self._degree,
+            n_segments=self.n_segments,
+            full_names=full_names,
+            full_kind=np.array(full_kind, dtype=np.int64),
+            root=root,
+            scale=scale,
+            offset=offset,
+            free_root=free_root.astype(np.int64),
+            free_lower=free_lower,
+            free_upper=free_upper,
+            segment_min=seg_min,
+            segment_max=seg_max,
+            segment_reference=seg_ref,
+            initial=initial,
+        )
+
+    # ------------------------------------------------------------------ internals
+    def _get(self, name, where) -> _Line:
+        try:
+            return self._lines[name]
+        except KeyError:
+            raise ValueError(
+                f"LineModel.{where}: no line named {name!r}; lines are {self.lines}"
+            ) from None
+
+    @staticmethod
+    def _check_kind(kind, where):
+        if kind not in PARAM_KINDS:
+            raise ValueError(
+                f"LineModel.{where}: parameter must be one of {PARAM_KINDS}, got {kind!r}"
+            )
+
+    @staticmethod
+    def _check_segments(segments):
+        if segments is None:
+            return None
+        out = []
+        for seg in segments:
+            try:
+                lo, hi = (float(v) for v in seg)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"LineModel: each segment must be a (wmin, wmax) pair in Angstrom, got {seg!r}"
+                ) from None
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+                raise ValueError(f"LineModel: segment {seg!r} needs finite wmin < wmax")
+            out.append((lo, hi))
+        if not out:
+            raise ValueError("LineModel: `segments` is empty; use None for one background")
+        ordered = sorted(out)
+        for (a0, a1), (b0, _) in zip(ordered[:-1], ordered[1:], strict=True):
+            if b0 <= a1:
+                raise ValueError(f"LineModel: segments {(a0, a1)} and {(b0, _)} overlap")
+        return out
+
+    @staticmethod
+    def _check_bound(name, kind, bound):
+        try:
+            lo, hi = bound
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"LineModel: bounds of {name!r} {kind} must be a (lo, hi) pair, got {bound!r}"
+            ) from None
+        lo = -math.inf if lo is None else float(lo)
+        hi = math.inf if hi is None else float(hi)
+        if math.isnan(lo) or math.isnan(hi) or not lo < hi:
+            raise ValueError(
+                f"LineModel: bounds of {name!r} {kind} must satisfy lo < hi, got ({lo}, {hi})"
+            )
+        if kind == "width" and not lo > 0:
+            raise ValueError(
+                f"LineModel: the lower width bound of {name!r} must be > 0 Angstrom "
+                f"(got {lo}); a zero width makes the Gaussian undefined"
+            )
+        return lo, hi
+
+    @staticmethod
+    def _check_initial(name, kind, value, lo, hi):
+        if value is None:
+            return None
+        if _is_scalar(value):
+            value = float(value)
+            if not math.isfinite(value):
+                raise ValueError(f"LineModel: initial {kind} of {name!r} is not finite ({value})")
+            if not lo <= value <= hi:
+                raise ValueError(
+                    f"LineModel: initial {kind} of {name!r} ({value}) is outside its bounds "
+                    f"({lo}, {hi})"
+                )
+            return value
+        if not hasattr(value, "dims"):
+            raise ValueError(
+                f"LineModel: initial {kind} of {name!r} must be a number or an "
+                f"xarray.DataArray, got {type(value).__name__}"
+            )
+        return value
+
+    def _tie(self, line, to, kind, value):
+        where = f"tie_{kind}"
+        self._get(line, where)
+        self._get(to, where)
+        self._check_kind(kind, where)
+        if line == to:
+            raise ValueError(f"LineModel.{where}: cannot tie line {line!r} to itself")
+        key = (line, kind)
+        if key in self._fixed:
+            raise ValueError(
+                f"LineModel.{where}({line!r}, {to!r}): the {kind} of {line!r} is fixed; it "
+                "cannot also be tied"
+            )
+        if key in self._ties:
+            raise ValueError(
+                f"LineModel.{where}({line!r}, {to!r}): the {kind} of {line!r} is already tied "
+                f"to {self._ties[key][0]!r}"
+            )
+        with self._transaction():
+            self._ties[key] = (to, value)
+
+    def _resolve(self, name, kind, _seen=None):
+        """(root key or None if fixed, scale, offset) of one line parameter."""
+        key = (name, kind)
+        seen = [] if _seen is None else _seen
+        if key in seen:
+            chain = " -> ".join([n for n, _ in seen] + [name])
+            raise ValueError(f"LineModel: {kind} ties form a cycle ({chain})")
+        seen.append(key)
+        if key in self._fixed:
+            return None, 0.0, self._fixed[key]
+        if key not in self._ties:
+            return key, 1.0, 0.0
+        to, value = self._ties[key]
+        root, s, o = self._resolve(to, kind, seen)
+        if kind == "centroid":
+            return root, s, o + value
+        return root, s * value, o * value
+
+    def _validate(self):
+        """Check ties (cycles), fixed values and tie-derived bounds; raise ValueError."""
+        c = self.compile(wavelength=[0.0] if self._segments is None else None)
+        names = c.full_names
+        lower = {}
+        for name, line in self._lines.items():
+            for kind in PARAM_KINDS:
+                lower[f"{name}/{kind}"] = line.bounds[kind]
+        for j, name in enumerate(names):
+            if c.root[j] < 0:
+                lo, hi = lower[name]
+                if not lo <= c.offset[j] <= hi:
+                    raise ValueError(
+                        f"LineModel: {name} is fixed (directly or through a tie) at "
+                        f"{c.offset[j]}, outside its bounds ({lo}, {hi})"
+                    )
+        for f, j in enumerate(c.free_root):
+            lo, hi = c.free_lower[f], c.free_upper[f]
+            if not lo < hi:
+                raise ValueError(
+                    f"LineModel: the ties on {names[j]} leave it no room: its bounds and those "
+                    f"of the parameters tied to it intersect to ({lo}, {hi})"
+                )
+            init = c.initial[j]
+            if init is not None and _is_scalar(init) and not lo <= init <= hi:
+                raise ValueError(
+                    f"LineModel: initial value {init} of {names[j]} is outside the bounds "
+                    f"({lo}, {hi}) implied by its own bounds and those of the parameters tied "
+                    "to it"
+                )
+
+    @contextlib.contextmanager
+    def _transaction(self):
+        """Apply a change, validate the model, and undo the change if either raises."""
+        saved = (dict(self._lines), dict(self._ties), dict(self._fixed))
+        try:
+            yield
+            self._validate()
+        except BaseException:
+            self._lines, self._ties, self._fixed = saved
+            raise
