@@ -66,9 +66,8 @@ def full_matrix(ds, name):
     for i in range(ds.sizes["line"]):
         for kind in ("amplitude", "centroid", "width"):
             cols.append(ds[kind + name].isel(line=i).values)
-    bg = ds["background" + name]
-    for k in range(bg.sizes["degree"]):
-        cols.append(bg.isel(degree=k).values)
+    bg = ds["background" + name].values  # (degree, y) or (segment, degree, y)
+    cols.extend(bg.reshape(-1, bg.shape[-1]))
     return np.stack(cols, axis=-1)
 
 

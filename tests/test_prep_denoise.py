@@ -28,13 +28,14 @@ def _cube(seed=0, shape=(32, 24, 20), holes=True):
     [
         {"threshold": 0.0},
         {"threshold": 1e9},
-        {"threshold": 1e9, "spectral_scales": 2},
+        {"threshold": 0.0, "spectral_scales": 2},
         {"threshold": 1e9, "transform": "isotropic"},
     ],
-    ids=["keep-all", "kill-all", "2d1d-kill-all", "isotropic-kill-all"],
+    ids=["keep-all", "kill-all", "2d1d-keep-all", "isotropic-kill-all"],
 )
 def test_linearised_error_matches_monte_carlo(options):
-    """With thresholds of 0 or infinity the denoiser is linear: its error is exact."""
+    """With thresholds of 0 or infinity the denoiser is linear: its error is exact (up to the
+    approximate treatment of samples next to holes and edges)."""
     rad, err = _cube(holes=True)
     kwargs = {"scales": 2, **options}
     predicted = sx.denoise(rad, err, **kwargs).error.values
@@ -42,8 +43,11 @@ def test_linearised_error_matches_monte_carlo(options):
     draws = []
     truth = np.ones(rad.shape)
     for _ in range(200):
-        noisy = np.where(np.isnan(rad.values), np.nan, truth + err.values * rng.normal(size=truth.shape))
-        draws.append(sx.denoise(rad.copy(data=noisy), err, **kwargs).radiance.values)
+        noise = err.values * rng.normal(size=truth.shape)
+        noisy = np.where(np.isnan(rad.values), np.nan, truth + noise)
+        # dask input: only the radiance is computed, not its (costlier) error
+        out = sx.denoise(rad.copy(data=noisy).chunk(), err.chunk(), **kwargs)
+        draws.append(out.radiance.values)
     mc = np.std(draws, axis=0)
     good = np.isfinite(predicted)
     assert np.array_equal(good, np.isfinite(rad.values))
@@ -56,6 +60,8 @@ def test_linearised_error_matches_monte_carlo(options):
     assert np.percentile(ratio, 1) > 0.8 and np.percentile(ratio, 99) < 1.2
     if options["threshold"] == 0.0:  # nothing removed: the input back, with its errors
         np.testing.assert_allclose(predicted[good], err.values[good], rtol=1e-10)
+        out = sx.denoise(rad, err, **kwargs).radiance.values
+        np.testing.assert_allclose(out[good], rad.values[good], rtol=1e-10)
     else:
         assert np.median(predicted[good] / err.values[good]) < 0.5
 

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import glob
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -84,33 +85,83 @@ def _resolve(base_dir, p) -> Path:
     return p if p.is_absolute() else Path(base_dir) / p
 
 
-def _input_files(cfg) -> list[Path]:
+_FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
+
+
+def _is_fits_name(path: Path) -> bool:
+    name = path.name.lower()
+    return not name.startswith(".") and name.endswith(_FITS_SUFFIXES)
+
+
+def _non_spice_files(sources: list[str], output_folder: Path) -> tuple[list[str], list[Path]]:
+    """Split sources into what ``select_files`` gets and FITS files with non-SPICE names.
+
+    ``select_files`` silently skips non-SPICE names when it scans folders and globs (and
+    raises on an explicitly listed one); a batch must report them instead. FITS files
+    under the output folder (L3 outputs) are not inputs and are left out.
+    """
+    from ..errors import SpiceFileError
+    from ..io.filenames import parse_spice_filename
+
+    def spice_name(path: Path) -> bool:
+        try:
+            parse_spice_filename(path)
+        except SpiceFileError:
+            return False
+        return True
+
+    out_dir = output_folder.resolve()
+
+    def outside_output(path: Path) -> bool:
+        return not path.resolve().is_relative_to(out_dir)
+
+    keep: list[str] = []
+    rejected: list[Path] = []
+    for s in sources:
+        p = Path(s)
+        if p.is_dir():
+            keep.append(s)
+            scanned = (Path(root) / name for root, _d, names in os.walk(p) for name in names)
+        elif glob.has_magic(s):
+            keep.append(s)
+            scanned = (Path(m) for m in glob.glob(s, recursive=True) if Path(m).is_file())
+        elif p.is_file() and not spice_name(p):
+            rejected.append(p)
+            continue
+        else:
+            keep.append(s)
+            continue
+        rejected.extend(
+            f for f in scanned if _is_fits_name(f) and outside_output(f) and not spice_name(f)
+        )
+    unique = {f.resolve(): f for f in sorted(rejected)}
+    return keep, list(unique.values())
+
+
+def _input_files(cfg) -> tuple[list[Path], list[Path]]:
+    """(SPICE files to process, FITS files with non-SPICE names found in the sources)."""
     from ..io.select import select_files
 
     fcfg = cfg["files"]
     base = cfg["_base_dir"]
     source = fcfg["source"]
     sources = [source] if isinstance(source, str) else list(source)
-    resolved = []
-    for s in sources:
-        s = str(_resolve(base, s))
-        resolved.append(s)
-    if len(resolved) == 1 and (glob.has_magic(resolved[0]) or Path(resolved[0]).is_dir()):
-        src = resolved[0]
-    else:
-        src = resolved
-    return [
-        Path(p)
-        for p in select_files(
-            src,
-            start=fcfg["start"],
-            end=fcfg["end"],
-            kind=fcfg["kind"],
-            study=fcfg["study"],
-            soop=fcfg["soop"],
-            spiobsid=fcfg["spiobsid"],
-        )
-    ]
+    resolved = [str(_resolve(base, s)) for s in sources]
+    output_folder = _resolve(base, cfg["output"]["folder"])
+    resolved, rejected = _non_spice_files(resolved, output_folder)
+    if not resolved:
+        return [], rejected
+    src = resolved[0] if len(resolved) == 1 else resolved
+    files = select_files(
+        src,
+        start=fcfg["start"],
+        end=fcfg["end"],
+        kind=fcfg["kind"],
+        study=fcfg["study"],
+        soop=fcfg["soop"],
+        spiobsid=fcfg["spiobsid"],
+    )
+    return [Path(p) for p in files], rejected
 
 
 def output_path(cfg, path: Path, window: str = "all", level: str = "l3") -> Path:
@@ -369,14 +420,18 @@ def run(config, *, progress: bool = False, scheduler: str | None = None) -> RunS
         cfg["scheduler"]["kind"] = scheduler
         cfg = validate_config(cfg, base_dir=cfg["_base_dir"])
     t0 = time.perf_counter()
-    files = _input_files(cfg)
+    files, not_spice = _input_files(cfg)
     results: list[FileResult] = []
+    for path in not_spice:
+        log.error("failed: %s: not a SPICE file name", path)
+        results.append(FileResult(str(path), "failed", error="not a SPICE file name"))
     catalog = _load_catalog(cfg)
     with scheduler_context(cfg["scheduler"]) as sched_name:
         for i, path in enumerate(files):
             if progress:
                 log.info("[%d/%d] %s", i + 1, len(files), path.name)
             try:
+                _remove_partial_outputs(output_path(cfg, path))
                 if cfg["output"]["resume"]:
                     done = _complete_output(cfg, path)
                     if done is not None:
@@ -392,6 +447,15 @@ def run(config, *, progress: bool = False, scheduler: str | None = None) -> RunS
                 log.error("failed: %s: %s", path, reason)
                 results.append(FileResult(str(path), "failed", error=reason))
     return RunSummary(results, sched_name, time.perf_counter() - t0)
+
+
+def _remove_partial_outputs(out: Path) -> None:
+    """Delete ``.part`` files a killed writer left for ``out`` (see ``io.netcdf.to_netcdf``)."""
+    if not out.parent.is_dir():
+        return
+    for part in out.parent.glob(f".{glob.escape(out.name)}.*.part"):
+        log.info("removing the partial output %s", part)
+        part.unlink(missing_ok=True)
 
 
 def _complete_output(cfg, path: Path):
