@@ -116,6 +116,8 @@ def test_x_extent_matched_to_y_in_both_directions():
         bin_extents(rad.drop_attrs(), 3)
     with pytest.raises(ValueError, match="odd"):
         sx.bin_spatial(rad, None, 4)
+    single = xr.DataArray(np.zeros((4, 1, 2)), dims=("y", "x", "wavelength"), attrs=SCALES)
+    assert bin_extents(single.assign_attrs(CDELT1=1.0), 3) == {"y": 3, "x": 1}
     sit = xr.DataArray(np.zeros((3, 4, 2)), dims=("time", "y", "wavelength"))
     assert bin_extents(sit, 3) == {"y": 3}  # time is not binned
 

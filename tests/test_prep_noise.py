@@ -139,3 +139,23 @@ def test_accessor_forwards():
     with raise_if_dask_computes():
         via_accessor = rad.saffron.spice_error(dark_factor=1)
     xr.testing.assert_identical(via_accessor, sx.spice_error(rad, dark_factor=1))
+
+
+@pytest.mark.parametrize(
+    ("method", "function"),
+    [
+        ("spice_error", sx.spice_error),
+        ("despike", sx.despike),
+        ("denoise", sx.denoise),
+        ("bin", sx.bin_spatial),
+        ("bin_levels", sx.bin_levels),
+    ],
+)
+def test_prep_accessor_signatures_match_functions(method, function):
+    import inspect
+
+    accessor = inspect.signature(getattr(xr.DataArray.saffron, method))
+    target = inspect.signature(function)
+    got = [(p.name, p.kind, p.default) for p in list(accessor.parameters.values())[1:]]
+    want = [(p.name, p.kind, p.default) for p in list(target.parameters.values())[1:]]
+    assert got == want

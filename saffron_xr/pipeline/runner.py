@@ -93,12 +93,17 @@ def _is_fits_name(path: Path) -> bool:
     return not name.startswith(".") and name.endswith(_FITS_SUFFIXES)
 
 
-def _non_spice_files(sources: list[str], output_folder: Path) -> tuple[list[str], list[Path]]:
-    """Split sources into what ``select_files`` gets and FITS files with non-SPICE names.
+def _inside(path: Path, folder: Path) -> bool:
+    return Path(path).resolve().is_relative_to(Path(folder).resolve())
 
-    ``select_files`` silently skips non-SPICE names when it scans folders and globs (and
-    raises on an explicitly listed one); a batch must report them instead. FITS files
-    under the output folder (L3 outputs) are not inputs and are left out.
+
+def _expand_sources(sources: list[str], output_folder: Path) -> tuple[list[str], list[Path]]:
+    """Files with SPICE names for ``select_files``, and FITS files with other names.
+
+    Folders and globs are expanded here rather than in ``select_files``, which silently
+    skips non-SPICE names there: a batch reports them instead. Files under the output folder
+    are outputs, never inputs (L3 FITS outputs keep the input's SPICE-like name and would
+    otherwise compete with it as a "version" of the same product).
     """
     from ..errors import SpiceFileError
     from ..io.filenames import parse_spice_filename
@@ -110,31 +115,28 @@ def _non_spice_files(sources: list[str], output_folder: Path) -> tuple[list[str]
             return False
         return True
 
-    out_dir = output_folder.resolve()
-
-    def outside_output(path: Path) -> bool:
-        return not path.resolve().is_relative_to(out_dir)
-
     keep: list[str] = []
     rejected: list[Path] = []
     for s in sources:
         p = Path(s)
         if p.is_dir():
-            keep.append(s)
-            scanned = (Path(root) / name for root, _d, names in os.walk(p) for name in names)
+            scanned = sorted(Path(root) / name for root, _d, names in os.walk(p) for name in names)
         elif glob.has_magic(s):
-            keep.append(s)
-            scanned = (Path(m) for m in glob.glob(s, recursive=True) if Path(m).is_file())
+            scanned = sorted(Path(m) for m in glob.glob(s, recursive=True) if Path(m).is_file())
         elif p.is_file() and not spice_name(p):
             rejected.append(p)
             continue
-        else:
+        else:  # a SPICE-named file, or a missing one (select_files says so)
             keep.append(s)
             continue
-        rejected.extend(
-            f for f in scanned if _is_fits_name(f) and outside_output(f) and not spice_name(f)
-        )
-    unique = {f.resolve(): f for f in sorted(rejected)}
+        for f in scanned:
+            if _inside(f, output_folder):
+                continue
+            if spice_name(f):
+                keep.append(str(f))
+            elif _is_fits_name(f):
+                rejected.append(f)
+    unique = {f.resolve(): f for f in rejected}
     return keep, list(unique.values())
 
 
@@ -148,12 +150,11 @@ def _input_files(cfg) -> tuple[list[Path], list[Path]]:
     sources = [source] if isinstance(source, str) else list(source)
     resolved = [str(_resolve(base, s)) for s in sources]
     output_folder = _resolve(base, cfg["output"]["folder"])
-    resolved, rejected = _non_spice_files(resolved, output_folder)
+    resolved, rejected = _expand_sources(resolved, output_folder)
     if not resolved:
         return [], rejected
-    src = resolved[0] if len(resolved) == 1 else resolved
     files = select_files(
-        src,
+        resolved,
         start=fcfg["start"],
         end=fcfg["end"],
         kind=fcfg["kind"],
@@ -254,9 +255,9 @@ def process_window(cfg: dict, name: str, ds: xr.Dataset, catalog) -> xr.Dataset:
 
         if error is None:
             raise ValueError("prep.denoise needs the noise model (prep.noise.enabled: true)")
-        den = denoise(radiance, error, threshold=pcfg["denoise"]["threshold"])
-        radiance = den["radiance"]
-        error = den["error"] if "error" in den else error
+        # keep the input errors: the denoiser's propagated error ignores the correlation it
+        # introduces between neighbouring samples, so fitted errors would come out too small
+        radiance = denoise(radiance, error, threshold=pcfg["denoise"]["threshold"])["radiance"]
     model = _window_model(cfg, name, ds, radiance, error, catalog)
     levels = pcfg["binning"]["levels"]
     if len(levels) > 1 or levels[0] != 1:

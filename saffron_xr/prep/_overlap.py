@@ -61,8 +61,7 @@ def apply_overlap(
         if wide:
             pad = [(wide.get(i, 0),) * 2 for i in range(template.ndim)]
             datas = [
-                da.pad(d, pad, constant_values=fill).rechunk({i: -1 for i in wide})
-                for d in datas
+                da.pad(d, pad, constant_values=fill).rechunk({i: -1 for i in wide}) for d in datas
             ]
             axis_depth = {i: (0 if i in wide else n) for i, n in axis_depth.items()}
         boundary = {i: (fill if n > 0 else "none") for i, n in axis_depth.items()}

@@ -9,7 +9,8 @@ over the ``N`` valid samples (finite radiance and finite error). A bin is NaN wh
 ``min_valid`` of its samples inside the array are valid. Only the spatial dims ``y`` and ``x``
 are binned (``time`` of sit-and-stare data and ``wavelength`` are left alone). By default the
 extent along ``x`` is matched to the extent along ``y`` in arcsec through the pixel scales
-CDELT1 (x) and CDELT2 (y), whichever is the larger.
+CDELT1 (x) and CDELT2 (y), whether the raster steps are larger or smaller than the slit
+pixels.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def bin_extents(
     Returns
     -------
     dict
-        Extent per spatial dim present in ``radiance``.
+        Extent per spatial dim present in ``radiance`` (1 along a dim of length 1).
     """
     dims = [d for d in _SPATIAL if d in radiance.dims]
     if "y" not in dims:
@@ -86,6 +87,9 @@ def bin_extents(
                     extents["x"] = max(1, int(np.floor(nx + 0.5)))
             else:
                 extents["x"] = int(size)
+    for d in dims:
+        if radiance.sizes[d] == 1:  # e.g. x of a single exposure: nothing to bin
+            extents[d] = 1
     for d, n in extents.items():
         if n < 1 or (odd and n % 2 == 0):
             kind = "odd and >= 1" if odd else ">= 1"
@@ -408,7 +412,8 @@ def bin_levels(
         attrs = {k: v for k, v in stacked[name].attrs.items() if not k.startswith("bin_size")}
         attrs["bin_method"] = "convolve"
         stacked[name].attrs = attrs
-    if stacked.radiance.chunks is not None:
-        stacked = stacked.chunk(level=-1)
+    for name in ("radiance", "error"):  # one chunk along level; coords stay as they are
+        if stacked[name].chunks is not None:
+            stacked[name] = stacked[name].chunk(level=-1)
     dims = ("level", *radiance.dims)
     return stacked.transpose(*dims)

@@ -1,10 +1,11 @@
 """Cosmic-ray removal against the local median, with thresholds from the SPICE noise model.
 
 A sample is a spike when it exceeds its local reference by more than ``n_sigma`` times the
-noise-model error *of the reference* (not of the sample, which a hit inflates, and not a
-scatter estimated from the neighbourhood, which a hit or a bright structure inflates). The
-reference is the larger of two NaN-aware medians of the neighbours (the sample itself left
-out):
+noise: the noise-model error *of the reference* (not of the sample, which a hit inflates),
+or the robust scatter of the neighbours where that is larger (where the model underestimates
+the real noise). The model is the floor, so neither a hit nor a bright structure nearby can
+lower the threshold. The reference is the larger of two NaN-aware medians of the neighbours
+(the sample itself left out):
 
 * the 3-D median over a box in (y, x, wavelength) — what the sample would be without a hit;
 * the spectral median over the wavelength neighbours only.
@@ -31,6 +32,7 @@ from .noise import _DEFAULT_DARK_FACTOR, _model_sigma, _noise_terms
 __all__ = ["despike"]
 
 _SLAB_BYTES = 32 * 2**20  # memory bound of the neighbour stack per slab
+_MIN_SCATTER_SAMPLES = 5  # fewer valid neighbours: no scatter estimate, the model alone
 
 
 def _nanmedian_sorted(stack: np.ndarray) -> np.ndarray:
@@ -46,11 +48,21 @@ def _nanmedian_sorted(stack: np.ndarray) -> np.ndarray:
     return med
 
 
-def _neighbour_median(block: np.ndarray, half: tuple[int, ...]) -> np.ndarray:
+def _robust_scatter(stack: np.ndarray, median: np.ndarray) -> np.ndarray:
+    """1.4826 x the median absolute deviation over axis 0 (NaN with < 5 valid values)."""
+    deviation = np.abs(stack - median[None])
+    n_valid = np.count_nonzero(~np.isnan(deviation), axis=0)
+    scatter = 1.4826 * _nanmedian_sorted(deviation)
+    scatter[n_valid < _MIN_SCATTER_SAMPLES] = np.nan
+    return scatter
+
+
+def _neighbour_median(block: np.ndarray, half: tuple[int, ...], scatter: bool = False):
     """NaN-aware median of the box neighbours (centre excluded) of every interior sample.
 
     ``half`` is the half-width per axis; the outer ``half`` samples of the block (the halo)
-    are returned as NaN.
+    are returned as NaN. With ``scatter`` the robust scatter (scaled MAD) of the neighbours
+    is returned instead.
     """
     out = np.full(block.shape, np.nan, dtype=block.dtype)
     offsets = [
@@ -75,13 +87,16 @@ def _neighbour_median(block: np.ndarray, half: tuple[int, ...]) -> np.ndarray:
         out_index = (slice(h0 + start, h0 + stop),) + tuple(
             slice(h, h + n_ax) for n_ax, h in zip(inner[1:], half[1:], strict=True)
         )
-        out[out_index] = _nanmedian_sorted(stack)
+        median = _nanmedian_sorted(stack)
+        out[out_index] = _robust_scatter(stack, median) if scatter else median
     return out
 
 
-def _box_median(radiance: xr.DataArray, sizes: Mapping[str, int]) -> xr.DataArray:
+def _box_median(
+    radiance: xr.DataArray, sizes: Mapping[str, int], scatter: bool = False
+) -> xr.DataArray:
     half = tuple(sizes.get(d, 1) // 2 for d in radiance.dims)
-    func = functools.partial(_neighbour_median, half=half)
+    func = functools.partial(_neighbour_median, half=half, scatter=scatter)
     depth = {d: h for d, h in zip(radiance.dims, half, strict=True) if h > 0}
     return apply_overlap(func, [radiance], depth, np.nan, radiance.dtype)
 
@@ -111,14 +126,16 @@ def despike(
     size: int | Mapping[str, int] = 3,
     replace: str = "nan",
     dark_factor: int = _DEFAULT_DARK_FACTOR,
+    local_scatter: bool = True,
 ) -> tuple[xr.DataArray, xr.DataArray]:
     """Remove cosmic-ray hits, using the local median and the SPICE noise model.
 
-    A sample ``I`` is flagged when ``I - ref > n_sigma * sigma(ref)``, where ``ref`` is the
-    larger of the NaN-aware median of its neighbours in a box over all dims (default 3 x 3 x
-    3 in y, x, wavelength, the sample itself excluded) and the median of its wavelength
-    neighbours alone, and ``sigma(ref)`` is the noise-model error
-    (:func:`~saffron_xr.spice_error`) of a sample of radiance ``ref``. Using the spectral
+    A sample ``I`` is flagged when ``I - ref > n_sigma * max(sigma(ref), s)``, where
+    ``ref`` is the larger of the NaN-aware median of its neighbours in a box over all dims
+    (default 3 x 3 x 3 in y, x, wavelength, the sample itself excluded) and the median of its
+    wavelength neighbours alone, ``sigma(ref)`` is the noise-model error
+    (:func:`~saffron_xr.spice_error`) of a sample of radiance ``ref`` and ``s`` the robust
+    scatter of the box neighbours (see ``local_scatter``). Using the spectral
     reference keeps bright line cores with steep spatial gradients: a real line is never
     sharper along wavelength than the instrumental profile, a hit is. Lazy
     (``dask.array.map_overlap``), and the result does not depend on the chunking.
@@ -139,6 +156,12 @@ def despike(
         median.
     dark_factor : {1, 2}, default 2
         Dark-subtraction factor of the noise model (see :func:`~saffron_xr.spice_error`).
+    local_scatter : bool, default True
+        Use ``max(sigma(ref), s)`` as the noise, with ``s`` the robust scatter (1.4826 x
+        MAD) of the box neighbours: where the noise model underestimates the real noise
+        (seen on LW calibration exposures, real scatter 1.3-1.7 x the model) the threshold
+        follows the data instead of flagging noise. The model remains the floor, so a hit
+        or a sharp structure never lowers the threshold. False: the noise model alone.
 
     Returns
     -------
@@ -172,8 +195,10 @@ def despike(
     spectral = {d: (sizes["wavelength"] if d == "wavelength" else 1) for d in radiance.dims}
     median_spectral = _box_median(radiance, spectral)
     reference = np.fmax(median_box, median_spectral)
-    sigma_ref = _model_sigma(reference, photon, floor)
-    spikes = (radiance - reference) > n_sigma * sigma_ref
+    noise = _model_sigma(reference, photon, floor)
+    if local_scatter:
+        noise = np.fmax(noise, _box_median(radiance, sizes, scatter=True))
+    spikes = (radiance - reference) > n_sigma * noise
     spikes = spikes.transpose(*radiance.dims)
 
     fill = np.nan if replace == "nan" else median_box
@@ -185,6 +210,7 @@ def despike(
         despike_size=" ".join(f"{d}={sizes[d]}" for d in radiance.dims),
         despike_replace=replace,
         despike_noise_dark_factor=int(dark_factor),
+        despike_local_scatter=int(local_scatter),
     )
     spikes = spikes.rename("spike").assign_attrs(
         units="1",

@@ -55,7 +55,7 @@ def _keyword(radiance: xr.DataArray, key: str, override):
     source = radiance.attrs.get("filename", "")
     where = f" (from {source})" if source else ""
     raise KeyError(
-        f"spice_error: header keyword {key} is missing from the attrs of DataArray "
+        f"SPICE noise model: header keyword {key} is missing from the attrs of DataArray "
         f"{name!r}{where}; open the file with saffron_xr.open_spice or pass "
         f"{key.lower()}=... explicitly"
     )
