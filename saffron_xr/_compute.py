@@ -20,6 +20,11 @@ def compute_datasets(*datasets: xr.Dataset) -> tuple[xr.Dataset, ...]:
     Uses the active scheduler (threads, or a distributed Client). Variables that are not dask
     arrays are left as they are.
 
+    Parameters
+    ----------
+    *datasets : xarray.Dataset
+        The Datasets to compute (data variables and coordinates).
+
     Returns
     -------
     tuple of xarray.Dataset

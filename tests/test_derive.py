@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import math
 
 import dask.array as da
@@ -165,7 +167,8 @@ def test_doppler_given_wavelength_and_dataarray(params):
         doppler_velocity(params, reference=xr.DataArray([1.0], dims="wavelength"))
     with pytest.raises(ValueError, match="unknown Doppler reference 'mean'"):
         doppler_velocity(params, reference="mean")
-    with pytest.raises(ValueError):  # misaligned line labels are not silently dropped
+    # misaligned line labels are not silently dropped
+    with pytest.raises(ValueError, match="join='exact'"):
         doppler_velocity(params, reference=ref.assign_coords(line=["a", "b"]))
     with pytest.raises(ValueError, match="rest_wavelength"):
         doppler_velocity(params.drop_vars("rest_wavelength"))
@@ -494,3 +497,35 @@ def test_velocity_recovery_on_generated_raster(tmp_path):
     assert checked >= 8 and pooled_error.size > 5000
     assert abs(np.median(pooled_error)) < 0.5
     assert 0.57 < np.median(np.abs(pooled_pull)) < 0.78
+
+
+@pytest.mark.parametrize(
+    ("accessor", "name", "module"),
+    [
+        ("SaffronDatasetAccessor", n, "saffron_xr.derive")
+        for n in (
+            "radiance",
+            "doppler_velocity",
+            "fwhm",
+            "nonthermal_velocity",
+            "correct_doppler_gradient",
+            "derive_all",
+        )
+    ]
+    + [
+        ("SaffronDataArrayAccessor", "guess_model", "saffron_xr.catalog"),
+        ("SaffronDataTreeAccessor", "guess_models", "saffron_xr.catalog"),
+        ("SaffronDatasetAccessor", "to_netcdf", "saffron_xr.io.netcdf"),
+        ("SaffronDataTreeAccessor", "to_netcdf", "saffron_xr.io.netcdf"),
+        ("SaffronDatasetAccessor", "to_l3_fits", "saffron_xr.io.l3fits"),
+        ("SaffronDataTreeAccessor", "to_l3_fits", "saffron_xr.io.l3fits"),
+        ("SaffronDatasetAccessor", "reconstruct", "saffron_xr.io.reconstruct"),
+    ],
+)
+def test_accessor_signatures_match_functions(accessor, name, module):
+    """The accessors repeat the functions' defaults: they must not drift apart."""
+    method = getattr(getattr(saffron_xr.accessors, accessor), name)
+    function = getattr(importlib.import_module(module), name)
+    m = list(inspect.signature(method).parameters.values())[1:]
+    f = list(inspect.signature(function).parameters.values())[1:]
+    assert [(p.name, p.kind, p.default) for p in m] == [(p.name, p.kind, p.default) for p in f]

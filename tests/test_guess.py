@@ -265,7 +265,7 @@ def test_guess_models_tree(composition):
 def test_guess_models_skips_windows_without_lines(exp_file):
     tree = saffron_xr.open_spice(exp_file)  # 0.5 s calibration exposure: no emission line
     assert guess_models(tree) == {}
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no catalog line within .* of window 'FLT02"):
         guess_models(tree, errors="raise")
     with pytest.raises(ValueError, match="errors must be"):
         guess_models(tree, errors="ignore")

@@ -575,6 +575,11 @@ class LineCatalog:
     def remove_window(self, name: str) -> None:
         """Remove a window or blend group by name (in place); its lines stay.
 
+        Parameters
+        ----------
+        name : str
+            The window or blend group's name.
+
         Raises
         ------
         CatalogError
@@ -671,7 +676,19 @@ class LineCatalog:
         return out
 
     def windows_of(self, name: str, *, blend: bool | None = None) -> list[Window]:
-        """Windows (``blend=False``), blends (``blend=True``) or both (None) listing a line."""
+        """Windows (``blend=False``), blends (``blend=True``) or both (None) listing a line.
+
+        Parameters
+        ----------
+        name : str
+            Line id, e.g. ``"ne_8 770.42"``.
+        blend : bool, optional
+            Restrict to windows (False) or blend groups (True); default both.
+
+        Returns
+        -------
+        list of Window
+        """
         return [
             w for w in self._windows.values()
             if name in w.lines and (blend is None or w.blend == blend)

@@ -42,7 +42,23 @@ FIRST_IONISATION_POTENTIAL = {
 
 
 def element_of(ion: str) -> str:
-    """Element symbol of a CHIANTI ion name (``"ne_8"`` -> ``"Ne"``)."""
+    """Element symbol of a CHIANTI ion name (``"ne_8"`` -> ``"Ne"``).
+
+    Parameters
+    ----------
+    ion : str
+        CHIANTI-style ion name, e.g. ``"fe_12"``.
+
+    Returns
+    -------
+    str
+        The element symbol, capitalised as in :data:`ELEMENTS`.
+
+    Raises
+    ------
+    ValueError
+        If the prefix is not an element from H to Zn.
+    """
     symbol = ion.split("_")[0].capitalize()
     if symbol not in ELEMENTS:
         raise ValueError(f"ion {ion!r}: unknown element {symbol!r}")

@@ -118,7 +118,17 @@ class SpiceFileName:
         )
 
     def matches_kind(self, spec: str) -> bool:
-        """Whether the file is of the kind ``spec`` (see :func:`parse_kind`)."""
+        """Whether the file is of the kind ``spec`` (see :func:`parse_kind`).
+
+        Parameters
+        ----------
+        spec : str
+            A kind such as ``"ras"``, ``"n-sit"`` or ``"ras-db"``.
+
+        Returns
+        -------
+        bool
+        """
         slit, kind, dumbbell, intensity = parse_kind(spec)
         return (
             kind == self.kind.lower()

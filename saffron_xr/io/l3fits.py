@@ -44,7 +44,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
-import os
 import re
 import string
 import warnings
@@ -55,7 +54,13 @@ import numpy as np
 import xarray as xr
 from astropy.io import fits
 
-from .netcdf import _fsync, _part_path, as_results_tree, dumps_tagged, loads_tagged
+from .netcdf import (
+    _check_destination,
+    _write_atomically,
+    as_results_tree,
+    dumps_tagged,
+    loads_tagged,
+)
 from .reader import window_node_name
 
 __all__ = ["to_l3_fits", "open_l3_fits"]
@@ -818,11 +823,7 @@ def to_l3_fits(results, path, *, data=None, overwrite: bool = True) -> Path:
     pathlib.Path
         The written file.
     """
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"{path}: the output folder {path.parent} does not exist")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path}: exists and overwrite=False")
+    path = _check_destination(path, overwrite)
     tree = as_results_tree(results)
     windows = [n for n in tree.subtree if "amplitude" in n.dataset.variables]
     if not windows:
@@ -845,15 +846,10 @@ def to_l3_fits(results, path, *, data=None, overwrite: bool = True) -> Path:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ValueError(f"to_l3_fits: two windows give the same extension names {dupes}")
-    part = _part_path(path)
-    try:
-        fits.HDUList(hdus).writeto(part, output_verify="exception", checksum=True)
-        _fsync(part)
-        os.replace(part, path)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
-    return path
+    return _write_atomically(
+        path,
+        lambda part: fits.HDUList(hdus).writeto(part, output_verify="exception", checksum=True),
+    )
 
 
 # ----------------------------------------------------------------------------- reading
@@ -1040,12 +1036,15 @@ def _read_generic(hdul, res_hdu) -> xr.Dataset:
 def open_l3_fits(path) -> xr.DataTree:
     """Read a SOLARNET / SPICE Level-3 style results file into a DataTree.
 
-    Files written by :func:`to_l3_fits` come back identical to what was written. Files written by other tools in the convention are read
-    generically (see the module docstring).
+    Files written by :func:`to_l3_fits` come back identical to what was written. Files
+    written by other tools in the convention are read generically (see the module docstring).
+    This function reads the whole file into memory (results files are small: a few planes
+    per line).
 
     Parameters
     ----------
     path : str or path-like
+        The results file.
 
     Returns
     -------
@@ -1077,7 +1076,10 @@ def open_l3_fits(path) -> xr.DataTree:
                     raise ValueError(f"{path}: unknown saffron_xr metadata format")
                 name, ds = meta["window"], _read_saffron(hdul, hdu, meta)
             else:
-                ds = _read_generic(hdul, hdu)
+                try:
+                    ds = _read_generic(hdul, hdu)
+                except ValueError as exc:
+                    raise ValueError(f"{path}: {exc}") from exc
                 name = window_node_name(ds.attrs["EXTNAME"])
             nodes[f"/{name}"] = ds
         if not nodes:

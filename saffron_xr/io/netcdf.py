@@ -24,7 +24,7 @@ import json
 import os
 import string
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -387,6 +387,33 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _check_destination(path, overwrite: bool) -> Path:
+    """The output path, after checking its folder exists and ``overwrite`` allows it."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"{path}: the output folder {path.parent} does not exist")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path}: exists and overwrite=False")
+    return path
+
+
+def _write_atomically(path: Path, write: Callable[[Path], object]) -> Path:
+    """Call ``write(part)`` on a hidden temporary file next to ``path``, then rename it.
+
+    The temporary file is synced before the rename and removed on any error (including
+    KeyboardInterrupt), so no partial file ever stands under the final name.
+    """
+    part = _part_path(path)
+    try:
+        write(part)
+        _fsync(part)
+        os.replace(part, path)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def to_netcdf(
     results,
     path,
@@ -431,11 +458,7 @@ def to_netcdf(
     ``noise_constants`` (JSON: every attribute whose name contains "noise"),
     ``date_obs_start`` / ``date_obs_end`` and ``provenance``.
     """
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"{path}: the output folder {path.parent} does not exist")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path}: exists and overwrite=False")
+    path = _check_destination(path, overwrite)
     if not 1 <= int(compression_level) <= 9:
         raise ValueError(f"compression_level must be 1-9, got {compression_level}")
     tree = as_results_tree(results)
@@ -444,15 +467,12 @@ def to_netcdf(
     root.attrs.update(_provenance_attrs(tree, config, provenance))
     prepared = prepared.copy()
     prepared.dataset = root
-    part = _part_path(path)
-    try:
-        prepared.to_netcdf(part, mode="w", engine="netcdf4", format="NETCDF4", encoding=encoding)
-        _fsync(part)
-        os.replace(part, path)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
-    return path
+    return _write_atomically(
+        path,
+        lambda part: prepared.to_netcdf(
+            part, mode="w", engine="netcdf4", format="NETCDF4", encoding=encoding
+        ),
+    )
 
 
 def open_results(path, *, chunks=None) -> xr.DataTree:

@@ -88,6 +88,16 @@ _DEFAULT_CHUNK_BYTES = 8 * 2**20
 def window_node_name(extname: str) -> str:
     """DataTree node name for a window EXTNAME: runs of non-alphanumerics become ``_``.
 
+    Parameters
+    ----------
+    extname : str
+        The window's EXTNAME (or an already sanitised node name, which is returned as is).
+
+    Returns
+    -------
+    str
+        The name with leading/trailing ``_`` stripped; ``"window"`` if nothing is left.
+
     Examples
     --------
     >>> window_node_name("Ne VIII 770 - Peak")
@@ -461,7 +471,7 @@ def _open_window(path, hdul, hdu, kind, chunks, mixed_wcs, cache=None):
         dims = ("y", "x", "wavelength")
 
     coords, note = _coordinates(path, hdr, extname, file_shape, kind, mixed_wcs, cache)
-    scale = _wave_scale(path, hdr, extname)
+    _wave_scale(path, hdr, extname)  # rejects an unknown CUNIT3 (astropy gives metres)
     radcal = _variable_radcal(hdul, extname)
     if radcal is not None and radcal.size == nw:
         coords["radcal"] = (
@@ -484,12 +494,7 @@ def _open_window(path, hdul, hdu, kind, chunks, mixed_wcs, cache=None):
         "W m-2 sr-1 nm-1" if bunit.replace(" ", "") in ("W/m2/sr/nm", "Wm-2sr-1nm-1") else bunit
     )
     rad_attrs = dict(key_attrs)
-    rad_attrs.update(
-        units=units,
-        long_name="spectral radiance",
-        wavelength_scale_from_file=scale,
-    )
-    rad_attrs.pop("wavelength_scale_from_file")
+    rad_attrs.update(units=units, long_name="spectral radiance")
     radiance = xr.DataArray(data, dims=dims, attrs=rad_attrs)
     ds = xr.Dataset({"radiance": radiance}, coords=coords)
     ds.attrs.update(key_attrs)
@@ -643,8 +648,7 @@ def _open_many(paths: Sequence, windows, chunks, dumbbells, mixed_wcs) -> xr.Dat
         opened, key=lambda item: (item[2].get("RASTERNO", 0), str(item[2].get("DATE-OBS", "")))
     )
     root_attrs = dict(order[0][2])
-    root_attrs["filename"] = [p.name for p, _, _ in order]
-    root_attrs["filename"] = ",".join(root_attrs["filename"])
+    root_attrs["filename"] = ",".join(p.name for p, _, _ in order)
     tree = xr.DataTree(xr.Dataset(attrs=root_attrs))
     for name in opened[0][1]:
         parts = [nodes[name] for _, nodes, _ in order]

@@ -18,9 +18,8 @@ __all__ = ["reconstruct"]
 
 
 def _window_node(tree: xr.DataTree, window, what: str) -> xr.Dataset:
-    windows = [n for n in tree.subtree if "amplitude" in n.dataset.variables or what == "data"]
-    if what == "data":
-        windows = [n for n in tree.subtree if "radiance" in n.dataset.variables]
+    variable = "radiance" if what == "data" else "amplitude"
+    windows = [n for n in tree.subtree if variable in n.dataset.variables]
     names = [n.name for n in windows]
     if window is None:
         if len(windows) != 1:
