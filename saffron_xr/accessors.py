@@ -32,12 +32,12 @@ class SaffronDataArrayAccessor:
 
         return spice_error(self._obj, radcal=radcal, xposure=xposure, nbin2=nbin2, nbin3=nbin3, detector=detector, dark_factor=dark_factor)  # fmt: skip
 
-    def despike(self, *, n_sigma=5.0, size=3, replace="nan", dark_factor=2):
+    def despike(self, *, n_sigma=5.0, size=3, replace="nan", dark_factor=2, local_scatter=True):
         """Remove cosmic-ray hits, returns (cleaned, spikes); see :func:`saffron_xr.despike`
         (lazy)."""
         from .prep import despike
 
-        return despike(self._obj, n_sigma=n_sigma, size=size, replace=replace, dark_factor=dark_factor)  # fmt: skip
+        return despike(self._obj, n_sigma=n_sigma, size=size, replace=replace, dark_factor=dark_factor, local_scatter=local_scatter)  # fmt: skip
 
     def denoise(
         self,
@@ -54,9 +54,7 @@ class SaffronDataArrayAccessor:
 
         return denoise(self._obj, error, scales=scales, spectral_scales=spectral_scales, threshold=threshold, transform=transform, spatial_dims=spatial_dims)  # fmt: skip
 
-    def bin(
-        self, error=None, size=3, *, method="convolve", min_valid=0.5, match_pixel_scale=True
-    ):
+    def bin(self, error=None, size=3, *, method="convolve", min_valid=0.5, match_pixel_scale=True):
         """NaN-aware spatial binning, returns a Dataset; see :func:`saffron_xr.bin_spatial`
         (lazy)."""
         from .prep import bin_spatial

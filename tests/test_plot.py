@@ -222,7 +222,11 @@ def test_quicklook_axes_labels_and_colour_limits(tmp_path):
     # the status map shows the codes, with the failed block
     st = _mesh(maps[4]).get_array()
     assert set(np.unique(np.asarray(st))) == {0, 1, 3, 5}
-    assert "converged)" in maps[4].get_title()
+    st_all = res.status.values
+    with_data = st_all != 5
+    conv = 100 * (st_all[with_data] == 0).mean()
+    usable = 100 * np.isin(st_all[with_data], (0, 1)).mean()
+    assert f"{conv:.1f}% converged, {usable:.1f}% usable" in maps[4].get_title()
     # NaN (failed) pixels are masked, drawn on the grey background
     rad = _mesh(maps[0]).get_array()
     assert np.ma.count_masked(rad) == int(np.isin(res.status, (3, 5)).sum())
@@ -284,7 +288,8 @@ def test_quicklook_of_a_real_fit(ne8_fit, tmp_path):
     status = np.asarray(_mesh(maps[4]).get_array())
     assert int(FitStatus.ALL_NAN) in status
     assert np.isin(status, [int(c) for c in FitStatus.usable()]).mean() > 0.5
-    conv = 100.0 * float((ne8_fit.status == 0).mean())
+    st = ne8_fit.status.values
+    conv = 100.0 * (st[st != int(FitStatus.ALL_NAN)] == 0).mean()
     assert f"{conv:.1f}% converged" in maps[4].get_title()
     # velocity about the median centroid: symmetric limits, diverging map
     mesh = _mesh(maps[1])
@@ -328,7 +333,7 @@ def test_quicklook_raw_window(ne8_tree, tmp_path):
     fig = ne8_tree.saffron.quicklook(tmp_path / "window.png", dpi=40)
     ax_map, ax_det, ax_spec = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
     assert ax_map.get_xlabel().startswith("Solar X (arcsec)")
-    assert "wavelength-integrated" in ax_map.get_title()
+    assert "mean over wavelength" in ax_map.get_title()
     assert ax_det.get_xlabel() == "wavelength (Å)"
     # the mean spectrum peaks near the (blue-shifted) Ne VIII line
     wl, mean = ax_spec.lines[0].get_data()
@@ -336,6 +341,31 @@ def test_quicklook_raw_window(ne8_tree, tmp_path):
     # the DataArray accessor draws the same
     da_fig = ne8_tree[NE8_NODE].dataset["radiance"].saffron.quicklook()
     assert len(da_fig.axes) == len(fig.axes)
+
+
+def test_quicklook_single_raster_step_draws_profiles(exp_file):
+    """x = 1 (single exposures): each panel is the quantity along the slit, not a sliver."""
+    from matplotlib.collections import PathCollection
+
+    tree = saffron_xr.open_spice(exp_file)
+    fig = quicklook(tree)
+    profile_axes = [
+        ax for ax in fig.axes if any(isinstance(c, PathCollection) for c in ax.collections)
+    ]
+    assert len(profile_axes) == len(tree.children) == 2
+    for ax in profile_axes:
+        assert ax.get_ylabel() == "Solar Y (arcsec)"
+        assert ax.get_xlabel().startswith("mean radiance")
+    res = synthetic_results(nx=1, lines=("ne_8 770.42",))
+    fig = quicklook(res)
+    axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert len(axes) == 5
+    vel = next(c for c in axes[1].collections if isinstance(c, PathCollection))
+    vmin, vmax = vel.get_clim()
+    assert vmin == pytest.approx(-vmax) and vel.get_cmap().name == "RdBu_r"
+    assert axes[1].get_xlabel() == "Doppler velocity (km/s)"
+    # every finite pixel is a point
+    assert len(vel.get_offsets()) == int(np.isfinite(res.centroid).sum())
 
 
 def test_quicklook_rejects_bad_input():
@@ -375,7 +405,7 @@ def test_explore_window_builds_lazily_and_renders(lazy_pair):
         view = explore_window(tree, res)
         view2 = tree.saffron.explore(res)
     assert isinstance(view, hv.Layout) and isinstance(view2, hv.Layout)
-    # one frame: the integrated image, the marker and the spectrum of one pixel
+    # one frame: the mean image, the marker and the spectrum of one pixel
     with raise_if_dask_computes(max_computes=4) as sched:
         model = hv.render(view, backend="bokeh")
     assert sched.total_computes >= 1
@@ -385,8 +415,8 @@ def test_explore_window_builds_lazily_and_renders(lazy_pair):
     figs = {
         f.title.text.split(":")[1].strip().split(" ")[0]: f for f in model.select({"type": figure})
     }
-    assert set(figs) == {"wavelength-integrated", "spectrum"}
-    image_fig = figs["wavelength-integrated"]
+    assert set(figs) == {"mean", "spectrum"}
+    image_fig = figs["mean"]
     assert list(image_fig.select(TapTool)), "the image must take taps"
     assert image_fig.xaxis[0].axis_label.startswith("Solar X (arcsec)")
     assert figs["spectrum"].xaxis[0].axis_label == "wavelength (Å)"
@@ -411,10 +441,9 @@ def test_explore_window_frames_show_the_right_data(lazy_pair):
     got = img.dimension_values(2, flat=False)
     assert np.nanmax(np.abs(np.sort(got.ravel()) - np.sort(expected.ravel()))) < 1e-6
     assert img.kdims[0].name == "solar_x"
-    # integrated image: sum * dlambda (nm)
-    integ = image_map[("integrated", round(float(wl[0]), 3))].Image.I.dimension_values(2)
-    dwl = np.median(np.diff(wl)) / 10
-    assert np.nansum(integ) == pytest.approx(float(rad.sum() * dwl), rel=1e-4)
+    # the default image: the mean over wavelength of each pixel
+    mean = image_map[("mean", round(float(wl[0]), 3))].Image.I.dimension_values(2)
+    assert np.nansum(mean) == pytest.approx(float(rad.mean("wavelength").sum()), rel=1e-5)
 
     # a tap at a pixel shows that pixel's spectrum, model and components
     ds = tree[NE8_NODE].dataset
@@ -487,6 +516,15 @@ def test_explore_results_of_a_datatree():
         "w2: Ne VIII 770.42 Å",
         "O VI 1031.91 Å",
     ]
+    import holoviews as hv
+    from bokeh.models import LinearColorMapper
+
+    from saffron_xr.plot.quicklook import STATUS_COLORS
+
+    fig = hv.render(dmap[("O VI 1031.91 Å", "status")], backend="bokeh")
+    (mapper,) = fig.select(LinearColorMapper)
+    assert list(mapper.palette) == [STATUS_COLORS[c.name] for c in saffron_xr.FitStatus]
+    assert (mapper.low, mapper.high) == (-0.5, len(saffron_xr.FitStatus) - 0.5)
     img = dmap[("O VI 1031.91 Å", "width")]
     np.testing.assert_allclose(
         np.nansum(img.dimension_values(2)), np.nansum(b.width.sel(line="o_6 1031.91"))

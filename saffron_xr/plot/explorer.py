@@ -1,6 +1,6 @@
 """Interactive explorers (holoviews with the bokeh backend) for SPICE windows and fit results.
 
-* :func:`explore_window` -- a window's image, wavelength-integrated or at a wavelength chosen
+* :func:`explore_window` -- a window's image, averaged over wavelength or at a wavelength chosen
   with a slider, and the spectrum at the tapped pixel (with the fitted model, its Gaussian
   components and background when results are given).
 * :func:`explore_results` -- maps of the fitted and derived parameters with a line selector.
@@ -25,7 +25,7 @@ import math
 import numpy as np
 import xarray as xr
 
-from .quicklook import _is_results, _velocity_reference_text, line_label
+from .quicklook import STATUS_COLORS, _is_results, _velocity_reference_text, line_label
 
 __all__ = ["explore", "explore_window", "explore_results"]
 
@@ -45,7 +45,7 @@ RESULT_QUANTITIES = {
     "centroid": ("centroid", "viridis"),
     "width": ("width (sigma)", "viridis"),
     "chi2": ("reduced chi2", "magma"),
-    "status": ("fit status", "tab10"),
+    "status": ("fit status", None),  # the quicklook's STATUS_COLORS, one per code
 }
 
 
@@ -220,7 +220,7 @@ def _status_name(code) -> str:
 def explore_window(data, results=None, *, window: str | None = None):
     """Interactive view of a window: its image and the spectrum at a tapped pixel.
 
-    The left panel shows the window's radiance, wavelength-integrated or at the wavelength
+    The left panel shows the window's radiance, averaged over wavelength or at the wavelength
     chosen with the slider (the ``image`` selector switches between the two); a tap on it
     selects a pixel, whose spectrum the right panel shows -- with the fitted model, each
     Gaussian component and the background when ``results`` are given. Nothing is computed
@@ -275,13 +275,13 @@ def explore_window(data, results=None, *, window: str | None = None):
     grid = functools.cache(lambda: _Grid(ds, h_dim))
     wavelength = np.asarray(rad["wavelength"].values, dtype=float)
     units = str(rad.attrs.get("units", rad.attrs.get("BUNIT", "")))
-    dwl_nm = float(np.median(np.diff(wavelength))) / 10.0 if wavelength.size > 1 else 1.0
     error = ds["error"].transpose("y", h_dim, "wavelength") if "error" in ds else None
 
     def image(image, wavelength):
-        if image == "integrated":
-            values = (rad.sum("wavelength", min_count=1) * dwl_nm).values
-            label, vunits = f"{name}: wavelength-integrated", "W m-2 sr-1"
+        if image == "mean":
+            # the mean, not the sum: NaN edge samples differ between slit positions
+            values = rad.mean("wavelength", skipna=True).values
+            label, vunits = f"{name}: mean over wavelength", units
         else:
             values = rad.sel(wavelength=wavelength, method="nearest").values
             label, vunits = f"{name}: {wavelength:.3f} Å", units
@@ -300,7 +300,7 @@ def explore_window(data, results=None, *, window: str | None = None):
         )
 
     kdims = [
-        hv.Dimension("image", values=["integrated", "at wavelength"], default="integrated"),
+        hv.Dimension("image", values=["mean", "at wavelength"], default="mean"),
         hv.Dimension(
             "wavelength",
             values=[round(float(w), 3) for w in wavelength],
@@ -441,10 +441,18 @@ def explore_results(results, *, velocity_reference="median"):
             clim = _symmetric_clim(values)
             ref = _velocity_reference_text(source[quantity])
             descr = f"{descr} ({ref})" if ref else descr
-        elif quantity == "status":
-            clim = (-0.5, 9.5)
         else:
             clim = _clim(values)
+        extra = {}
+        if quantity == "status":
+            from ..fit.status import FitStatus
+
+            cmap = [STATUS_COLORS.get(code.name, "#000000") for code in FitStatus]
+            clim = (-0.5, len(cmap) - 0.5)
+            extra["color_levels"] = len(cmap)
+            descr = (
+                "fit status (" + ", ".join(f"{int(c)} {c.name.lower()}" for c in FitStatus) + ")"
+            )
         unit = str(da.attrs.get("units", ""))
         title = f"{line}: {descr}" if "line" in source[quantity].dims else descr
         return grid.image(hv, values, vdims=[hv.Dimension(quantity, label=descr, unit=unit)]).opts(
@@ -454,6 +462,7 @@ def explore_results(results, *, velocity_reference="median"):
             clim=clim,
             colorbar=True,
             tools=["hover"],
+            **extra,
             **grid.display_opts(),
         )
 

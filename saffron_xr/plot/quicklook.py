@@ -5,7 +5,7 @@ velocity, FWHM, reduced chi2 and the fit status -- in helioprojective arcsec wit
 aspect ratio (each pixel is drawn as the quadrilateral its ``hpln``/``hplt`` coordinates
 define, so the raster step ``CDELT1``, the slit pixel ``CDELT2`` and the slit tilt are all
 honoured). Given radiance windows instead of parameters, it draws per window the
-wavelength-integrated map, the detector view (slit position against wavelength) and the mean
+wavelength-averaged map, the detector view (slit position against wavelength) and the mean
 spectrum.
 
 These functions *compute*: they load the variables they draw. matplotlib is imported inside
@@ -219,6 +219,9 @@ class _Geometry:
         cdelt1 = float(ds.attrs.get("CDELT1", 1.0) or 1.0)
         cdelt2 = float(ds.attrs.get("CDELT2", 1.0) or 1.0)
         self.is_time = h_dim != "x"
+        # a single raster step (single exposures): a map would be a sliver, so each panel
+        # shows the quantity along the slit instead
+        self.profile = h_dim == "x" and nh == 1
         if self.is_time:
             # sit-and-stare: time horizontally, solar Y along the slit vertically
             import matplotlib.dates as mdates
@@ -269,18 +272,28 @@ class _Geometry:
         self.aspect = 1.0 / self.stretch
         if self.stretch > 1:
             self.xlabel += f"  [x stretched ×{self.stretch}]"
+        self.slit_y = hplt[:, 0]
+        if self.profile:
+            self.stretch, self.aspect = 1, "auto"
 
     @property
     def display_ratio(self) -> float:
         """Width / height of the map as drawn."""
+        if self.profile:
+            return 0.6
         if self.aspect == "auto":
             return 1.6
         width = np.ptp(self.corners[..., 0]) * self.stretch
         height = np.ptp(self.corners[..., 1])
         return float(width / height) if height > 0 else 1.0
 
-    def draw(self, ax, values: np.ndarray, **kwargs):
-        """pcolormesh of a ``(y, h)`` map; returns the QuadMesh."""
+    def draw(self, ax, values: np.ndarray, *, quantity: str = "", **kwargs):
+        """pcolormesh of a ``(y, h)`` map (or, for one raster step, a profile along the slit,
+        points coloured like the map); returns the mappable."""
+        if self.profile:
+            return self._draw_profile(
+                ax, np.asarray(values, dtype=float)[:, 0], quantity, **kwargs
+            )
         mesh = ax.pcolormesh(
             self.corners[..., 0], self.corners[..., 1], np.ma.masked_invalid(values), **kwargs
         )
@@ -302,6 +315,37 @@ class _Geometry:
 
             ax.xaxis.set_major_locator(MaxNLocator(nbins=3 if self.stretch > 1 else 4))
         return mesh
+
+    def _draw_profile(self, ax, values, quantity, *, cmap, norm):
+        from matplotlib.colors import LogNorm
+        from matplotlib.ticker import NullFormatter
+
+        ok = np.isfinite(values)
+        points = ax.scatter(
+            values[ok],
+            self.slit_y[ok],
+            c=values[ok],
+            cmap=cmap,
+            norm=norm,
+            s=6,
+            edgecolors="0.4",
+            linewidths=0.2,
+        )
+        if isinstance(norm, LogNorm):
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        lo, hi = norm.vmin, norm.vmax
+        if lo is not None and hi is not None and hi > lo:
+            pad = (hi / lo) ** 0.05 if isinstance(norm, LogNorm) else 0.05 * (hi - lo)
+            ax.set_xlim(
+                *((lo / pad, hi * pad) if isinstance(norm, LogNorm) else (lo - pad, hi + pad))
+            )
+        ax.set_ylim(np.nanmin(self.slit_y), np.nanmax(self.slit_y))
+        ax.set_xlabel(quantity, fontsize="small")
+        ax.set_ylabel(self.ylabel, fontsize="small")
+        ax.tick_params(labelsize="x-small")
+        ax.grid(alpha=0.3)
+        return points
 
 
 # ----------------------------------------------------------------------------- limits
@@ -388,27 +432,30 @@ def _colorbar(fig, mesh, label, *, cax=None, ax=None):
 def _status_panel(fig, ax, cax, geom, status: np.ndarray, title: str):
     from matplotlib.colors import BoundaryNorm, ListedColormap
 
-    try:
-        from ..fit.status import FitStatus
+    from ..fit.status import FitStatus
 
-        codes = [(int(s), s.name) for s in FitStatus]
-    except ImportError:  # pragma: no cover - the fitter ships status.py
-        codes = [(0, "CONVERGED")]
+    codes = [(int(s), s.name) for s in FitStatus]
     colors = [STATUS_COLORS.get(name, "#000000") for _, name in codes]
     values = [c for c, _ in codes]
     cmap = ListedColormap(colors)
     bounds = np.concatenate([[values[0] - 0.5], np.asarray(values) + 0.5])
     norm = BoundaryNorm(bounds, cmap.N)
     st = np.asarray(status, dtype=float)
-    mesh = geom.draw(ax, st, cmap=cmap, norm=norm)
+    mesh = geom.draw(ax, st, cmap=cmap, norm=norm, quantity="status code")
     cb = _colorbar(fig, mesh, "", cax=cax)
     cb.set_ticks(values)
     cb.set_ticklabels([name.lower().replace("_", " ") for _, name in codes])
     cb.ax.tick_params(labelsize=6, length=0)
-    n = int(np.isfinite(st).sum())
-    conv = int((st == 0).sum())
-    frac = f"{100.0 * conv / n:.1f}% converged" if n else "no pixels"
-    ax.set_title(f"{title}\nfit status ({frac})", fontsize="small")
+    # fractions of the pixels with data (not ALL_NAN)
+    with_data = np.isfinite(st) & (st != int(FitStatus.ALL_NAN))
+    n = int(with_data.sum())
+    if n:
+        conv = 100.0 * np.sum(st[with_data] == int(FitStatus.CONVERGED)) / n
+        usable = 100.0 * np.isin(st[with_data], [int(c) for c in FitStatus.usable()]).sum() / n
+        frac = f"{conv:.1f}% converged, {usable:.1f}% usable"
+    else:
+        frac = "no pixel with data"
+    ax.set_title(f"{title}\nfit status\n{frac}", fontsize="small")
     return mesh
 
 
@@ -453,33 +500,39 @@ def _results_figure(windows, *, velocity_reference, percentile, title):
         rad = yh(sel["radiance"])
         lo, hi = _range(rad, percentile, positive=True)
         norm = LogNorm(lo, hi) if np.any(_finite(rad) > 0) else Normalize(*_range(rad, percentile))
-        m = geom.draw(axes[r, 0], rad, cmap="inferno", norm=norm)
-        _colorbar(
-            fig, m, cax=caxes[r, 0], label=f"radiance ({sel['radiance'].attrs.get('units', '')})"
-        )
+        rad_label = f"radiance ({sel['radiance'].attrs.get('units', '')})"
+        m = geom.draw(axes[r, 0], rad, cmap="inferno", norm=norm, quantity=rad_label)
+        _colorbar(fig, m, cax=caxes[r, 0], label=rad_label)
         axes[r, 0].set_title(f"{label}\nradiance", fontsize="small")
 
         # Doppler velocity: diverging, symmetric about 0
         vel = yh(sel["doppler_velocity"])
         vmax = _symmetric(vel, percentile)
-        m = geom.draw(axes[r, 1], vel, cmap="RdBu_r", norm=Normalize(-vmax, vmax))
+        m = geom.draw(
+            axes[r, 1],
+            vel,
+            cmap="RdBu_r",
+            norm=Normalize(-vmax, vmax),
+            quantity="Doppler velocity (km/s)",
+        )
         ref = _velocity_reference_text(maps["doppler_velocity"])
         _colorbar(fig, m, cax=caxes[r, 1], label="Doppler velocity (km/s)")
         axes[r, 1].set_title(f"{label}\nDoppler velocity\n{ref}", fontsize="small")
 
         # FWHM
         fw = yh(sel["fwhm"])
-        m = geom.draw(axes[r, 2], fw, cmap="viridis", norm=Normalize(*_range(fw, percentile)))
-        _colorbar(
-            fig, m, cax=caxes[r, 2], label=f"FWHM ({sel['fwhm'].attrs.get('units', 'Angstrom')})"
-        )
+        fw_label = f"FWHM ({sel['fwhm'].attrs.get('units', 'Angstrom')})"
+        fw_norm = Normalize(*_range(fw, percentile))
+        m = geom.draw(axes[r, 2], fw, cmap="viridis", norm=fw_norm, quantity=fw_label)
+        _colorbar(fig, m, cax=caxes[r, 2], label=fw_label)
         axes[r, 2].set_title(f"{label}\nFWHM", fontsize="small")
 
         # reduced chi2
         if "chi2" in sel:
             chi = yh(sel["chi2"])
             lo, hi = _range(chi, percentile)
-            m = geom.draw(axes[r, 3], chi, cmap="magma", norm=Normalize(min(lo, 0.0), hi))
+            chi_norm = Normalize(min(lo, 0.0), hi)
+            m = geom.draw(axes[r, 3], chi, cmap="magma", norm=chi_norm, quantity="reduced χ²")
             _colorbar(fig, m, cax=caxes[r, 3], label="reduced χ²")
             axes[r, 3].set_title(f"{label}\nreduced χ²", fontsize="small")
         else:
@@ -511,20 +564,27 @@ def _window_figure(windows, *, percentile, title):
             "x" if "x" in rad.dims else next(d for d in rad.dims if d not in ("y", "wavelength"))
         )
         wl = rad["wavelength"].values
-        dwl_nm = float(np.nanmedian(np.diff(wl))) / 10.0 if wl.size > 1 else 1.0
         units = rad.attrs.get("units", rad.attrs.get("BUNIT", ""))
-        integrated = (rad.sum("wavelength", min_count=1) * dwl_nm).transpose("y", h_dim)
+        # the mean, not the sum: windows have NaN samples at their edges, more at some
+        # slit positions than at others
+        averaged = rad.mean("wavelength", skipna=True).transpose("y", h_dim)
         mid = rad.sizes[h_dim] // 2
         detector = rad.isel({h_dim: mid}).transpose("y", "wavelength")
         mean = rad.mean(["y", h_dim], skipna=True)
-        integrated, detector, mean = (a.compute() for a in (integrated, detector, mean))
+        averaged, detector, mean = (a.compute() for a in (averaged, detector, mean))
 
         geom = _Geometry(ds, h_dim)
-        img = integrated.values
+        img = averaged.values
         lo, hi = _range(img, percentile, positive=True)
-        m = geom.draw(axes[r, 0], img, cmap="inferno", norm=LogNorm(lo, hi))
-        _colorbar(fig, m, "integrated radiance (W m-2 sr-1)", ax=axes[r, 0])
-        axes[r, 0].set_title(f"{name}\nwavelength-integrated", fontsize="small")
+        m = geom.draw(
+            axes[r, 0],
+            img,
+            cmap="inferno",
+            norm=LogNorm(lo, hi),
+            quantity=f"mean radiance ({units})",
+        )
+        _colorbar(fig, m, f"mean radiance ({units})", ax=axes[r, 0])
+        axes[r, 0].set_title(f"{name}\nmean over wavelength", fontsize="small")
 
         ax = axes[r, 1]
         det = detector.values
@@ -580,7 +640,7 @@ def quicklook(
     factor, stated in the axis label.
 
     Given radiance data (a window Dataset with ``radiance``, a radiance DataArray or a
-    DataTree of windows) instead of parameters, draws per window the wavelength-integrated
+    DataTree of windows) instead of parameters, draws per window the wavelength-averaged
     map, the detector view (slit position against wavelength, middle raster step) and the
     mean spectrum.
 
@@ -619,7 +679,7 @@ def quicklook(
     >>> import saffron_xr
     >>> from saffron_xr.plot import quicklook
     >>> tree = saffron_xr.open_spice(saffron_xr.ne8_window_path())
-    >>> fig = quicklook(tree)  # raw window: integrated map, detector view, mean spectrum
+    >>> fig = quicklook(tree)  # raw window: mean map, detector view, mean spectrum
     >>> len(fig.axes) > 3
     True
     """
