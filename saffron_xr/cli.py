@@ -49,7 +49,7 @@ def _cmd_info(args) -> int:
         try:
             tree = open_spice(f, dumbbells=True)
         except (SpiceFileError, FileNotFoundError) as exc:
-            print(f"{exc}")
+            print(f"error: {exc}", file=sys.stderr)
             status = 1
             continue
         a = tree.attrs
@@ -100,7 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config")
     p.add_argument("--scheduler", choices=scheds, help="override scheduler.kind")
     p.add_argument("--check", action="store_true", help="only validate the configuration")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    # SUPPRESS: "saffron-xr -q run ..." must stay quiet (a subparser default would reset it)
+    p.add_argument(
+        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress output"
+    )
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("info", help="windows, shapes, study, times of SPICE files")
@@ -110,7 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the main job on the built-in data")
     p.add_argument("--output", default="saffron_demo")
     p.add_argument("--scheduler", choices=scheds)
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    # SUPPRESS: "saffron-xr -q run ..." must stay quiet (a subparser default would reset it)
+    p.add_argument(
+        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress output"
+    )
     p.set_defaults(func=_cmd_demo)
     return parser
 

@@ -215,9 +215,17 @@ def test_model_spectrum_reproduces_data_and_failed_pixels_are_nan():
 
 
 def test_accessor_forwards():
+    import inspect
+
     data, error, _ = raster(ny=4, nx=2)
     m = one_line_model()
     xr.testing.assert_identical(data.saffron.fit(m, error=error), fit_lines(data, m, error=error))
+    method = saffron_xr.accessors.SaffronDataArrayAccessor.fit
+    sig_m = list(inspect.signature(method).parameters.values())[1:]
+    sig_f = list(inspect.signature(fit_lines).parameters.values())[1:]
+    assert [(p.name, p.kind, p.default) for p in sig_m] == [
+        (p.name, p.kind, p.default) for p in sig_f
+    ]
 
 
 def test_sit_and_stare_dims():

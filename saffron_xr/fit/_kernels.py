@@ -511,6 +511,8 @@ def _fit_samples(work, nw, n, p0, spec, out):
             frz = (q[f] <= lower[f] and jtr[f] <= 0.0) or (q[f] >= upper[f] and jtr[f] >= 0.0)
             frozen[f] = 1.0 if frz else 0.0
         accepted = False
+        converged_now = False
+        first_try = True
         dchi = 0.0
         lam_used = lmb
         while lmb <= _LAMBDA_MAX:
@@ -527,8 +529,29 @@ def _fit_samples(work, nw, n, p0, spec, out):
                 rhs[a] = jtr[a]
             if _cholesky(amat, nfree):
                 _cholesky_solve(amat, rhs, delta, nfree)
+                clipped = False
                 for f in range(nfree):
-                    q_try[f] = min(max(q[f] + delta[f], lower[f]), upper[f])
+                    v = q[f] + delta[f]
+                    q_try[f] = min(max(v, lower[f]), upper[f])
+                    if q_try[f] != v:
+                        clipped = True
+                if lmb <= 1.0 and first_try and not clipped:
+                    # Converged already if the proposed (nearly Gauss-Newton) step is
+                    # negligible: this saves evaluating a last, useless trial point.
+                    s2 = max(chi2 / dof, 1e-300)
+                    pred = 0.0
+                    small_step = True
+                    for a in range(nfree):
+                        da = q_try[a] - q[a]
+                        pred += da * (2.0 * jtr[a] - jtj[a, a] * da)
+                        for b in range(a):
+                            pred -= 2.0 * jtj[a, b] * da * (q_try[b] - q[b])
+                        if da * da * jtj[a, a] > xtol * xtol * s2:
+                            small_step = False
+                    if pred <= ftol * s2 or small_step:
+                        converged_now = True
+                        break
+                first_try = False
                 chi2_try = _evaluate(
                     q_try, n, lam, yv, wv, segv, nl, nbg, seg_ref, root, scale, offset, pfull,
                     jmat, fv, jtj_try, jtr_try, True,
@@ -551,8 +574,9 @@ def _fit_samples(work, nw, n, p0, spec, out):
                     break
             lmb *= nu
             nu *= 2.0
-        if not accepted:
-            # no step lowers chi2 any more: we are at the (bounded) minimum
+        if converged_now or not accepted:
+            # the next step is negligible, or no step lowers chi2 any more: we are at the
+            # (bounded) minimum; q, chi2, jtj and jtr all belong to the same point
             status = _ST_CONVERGED
             break
         s2 = max(chi2_try / dof, 1e-300)
@@ -689,29 +713,38 @@ def _adaptive_kernel(y, err, wave, p0, spec, template, out):
     out[nq - 1] = _ST_THRESHOLD
 
 
-@functools.cache
-def fit_gufunc():
-    """The per-pixel fitting gufunc (built on first call).
+def _check_dtype(dtype: str) -> str:
+    if dtype not in _SIG_TYPES:
+        raise ValueError(f"saffron_xr kernels take float32 or float64 data, not {dtype!r}")
+    return dtype
 
-    Signature ``(w),(w),(w),(p),(k),(q)->(q)``: data, 1-sigma error (same dtype as the
-    data, float32 or float64), wavelength (float64, Angstrom), initial full parameters
-    (float64), spec (`pack_spec`), a template whose only use is to give the length of the
-    packed output (numba needs every output core dimension to appear in an input), and the
-    packed output (float64, `packed_layout`). Arithmetic is float64 throughout.
+
+@functools.cache
+def fit_gufunc(dtype: str = "float64"):
+    """The per-pixel fitting gufunc for float32 or float64 data (built on first call).
+
+    Signature ``(w),(w),(w),(p),(k),(q)->(q)``: data, 1-sigma error (both of `dtype`),
+    wavelength (float64, Angstrom), initial full parameters (float64), spec (`pack_spec`),
+    a template whose only use is to give the length of the packed output (numba needs
+    every output core dimension to appear in an input), and the packed output (float64,
+    `packed_layout`). Arithmetic is float64 throughout. One signature per call, so that a
+    worker compiles only the dtype it meets.
     """
-    sigs = [f"void({t}[:], {t}[:], f8[:], f8[:], f8[:], f8[:], f8[:])" for t in _SIG_TYPES]
+    t = _check_dtype(dtype)
+    sig = f"void({t}[:], {t}[:], f8[:], f8[:], f8[:], f8[:], f8[:])"
     layout = "(w),(w),(w),(p),(k),(q)->(q)"
-    return numba.guvectorize(sigs, layout, nopython=True, **_FLAGS)(_fit_kernel)
+    return numba.guvectorize([sig], layout, nopython=True, **_FLAGS)(_fit_kernel)
 
 
 @functools.cache
-def adaptive_gufunc():
+def adaptive_gufunc(dtype: str = "float64"):
     """The adaptive-binning gufunc (built on first call).
 
     Signature ``(l,w),(l,w),(w),(p),(k),(q)->(q)``: as `fit_gufunc` with data and error
     stacked over binning levels (least binned first); the packed output has one more entry,
     the index of the chosen level.
     """
-    sigs = [f"void({t}[:, :], {t}[:, :], f8[:], f8[:], f8[:], f8[:], f8[:])" for t in _SIG_TYPES]
+    t = _check_dtype(dtype)
+    sig = f"void({t}[:, :], {t}[:, :], f8[:], f8[:], f8[:], f8[:], f8[:])"
     layout = "(l,w),(l,w),(w),(p),(k),(q)->(q)"
-    return numba.guvectorize(sigs, layout, nopython=True, **_FLAGS)(_adaptive_kernel)
+    return numba.guvectorize([sig], layout, nopython=True, **_FLAGS)(_adaptive_kernel)

@@ -58,7 +58,8 @@ def fit_lines(
         Lines, background, bounds and ties. DataArray initial values must have dims among
         the data's non-wavelength dims.
     error : xarray.DataArray, optional
-        1-sigma uncertainty of each sample, broadcastable against `data`. Samples with a
+        1-sigma uncertainty of each sample, broadcastable against `data` (missing
+        dimensions, even `dim` or `level_dim`, are broadcast). Samples with a
         NaN, infinite, zero or negative error are skipped like NaN data. Without it every
         sample has unit weight and the errors are scaled by the reduced chi2.
     dim : str, default "wavelength"
@@ -177,10 +178,10 @@ def fit_lines(
     else:
         if not isinstance(error, xr.DataArray):
             raise TypeError("fit_lines: error must be an xarray.DataArray (1-sigma) or None")
-        missing = [d for d in core if d not in error.dims]
-        if missing:
-            raise ValueError(f"fit_lines: error has no dimension(s) {missing}")
         err = error.astype(values.dtype) if error.dtype != values.dtype else error
+        missing = {d: data.sizes[d] for d in core if d not in error.dims}
+        if missing:  # e.g. one error for every binning level: broadcast (a view)
+            err = err.expand_dims(missing)
     loop_dims = [d for d in data.dims if d not in core]
     p0 = _initial(compiled, model, loop_dims)
     values = _one_chunk(values, core)
@@ -213,7 +214,9 @@ def fit_lines(
     }
     if adaptive:
         options["level_dim"] = level_dim
-        options["thresholds"] = {k: v for k, v in zip(_THRESHOLD_KINDS, thr, strict=True)}
+        options["thresholds"] = {
+            k: None if math.isinf(v) else v for k, v in zip(_THRESHOLD_KINDS, thr, strict=True)
+        }
     ds = _unpack(packed, layout, compiled, model, data, loop_dims, options)
     if adaptive:
         ds = _add_levels(ds, packed, layout, data, level_dim)
@@ -224,10 +227,11 @@ def _fit_block(y, err, wave, p0, *, spec, size, adaptive):
     """Run the gufunc on one block (numpy in, numpy out); runs on the dask workers."""
     from . import _kernels
 
-    gufunc = _kernels.adaptive_gufunc() if adaptive else _kernels.fit_gufunc()
     y = np.asarray(y)
     if y.dtype not in (np.float32, np.float64):
         y = y.astype(np.float64)
+    factory = _kernels.adaptive_gufunc if adaptive else _kernels.fit_gufunc
+    gufunc = factory(y.dtype.name)
     err = np.asarray(err, dtype=y.dtype)
     wave = np.ascontiguousarray(wave, dtype=np.float64)
     p0 = np.asarray(p0, dtype=np.float64)
@@ -430,7 +434,7 @@ def _unpack(packed, layout, compiled, model, data, loop_dims, options) -> xr.Dat
 
     attrs = {k: data.attrs[k] for k in PROVENANCE_ATTRS if k in data.attrs}
     attrs["line_model"] = model.to_json()
-    attrs["fit_options"] = json.dumps(options)
+    attrs["fit_options"] = json.dumps(options, allow_nan=False)
     attrs["saffron_xr_version"] = __version__
     ds.attrs = attrs
     return ds

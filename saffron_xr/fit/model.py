@@ -532,8 +532,6 @@ class LineModel:
         -------
         CompiledModel
         """
-        if not self._lines and self._degree < 0:  # pragma: no cover - degree >= 0 always
-            raise ValueError("LineModel: empty model")
         if self._segments is None:
             if wavelength is None:
                 raise ValueError("LineModel.compile: wavelength is required without segments")
@@ -732,13 +730,14 @@ class LineModel:
         """Check ties (cycles), fixed values and tie-derived bounds; raise ValueError."""
         c = self.compile(wavelength=[0.0] if self._segments is None else None)
         names = c.full_names
-        lower = {}
-        for name, line in self._lines.items():
-            for kind in PARAM_KINDS:
-                lower[f"{name}/{kind}"] = line.bounds[kind]
+        own_bounds = {
+            f"{name}/{kind}": line.bounds[kind]
+            for name, line in self._lines.items()
+            for kind in PARAM_KINDS
+        }
         for j, name in enumerate(names):
             if c.root[j] < 0:
-                lo, hi = lower[name]
+                lo, hi = own_bounds[name]
                 if not lo <= c.offset[j] <= hi:
                     raise ValueError(
                         f"LineModel: {name} is fixed (directly or through a tie) at "

@@ -336,19 +336,30 @@ def _process_file(cfg, path: Path, catalog, progress: bool) -> FileResult:
         input_files=path.name,
         saffron_xr_complete=1,
     )
-    computed = _compute_tree(results, progress)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    to_netcdf(computed, out_path, config=cfg)
-    if cfg["output"]["quicklook"]:
-        from ..plot import quicklook
+    if _in_process_scheduler():
+        # to_netcdf computes the windows one by one while it writes them: only the chunks
+        # in flight and one window's variables are in memory, never all the results
+        ctx = contextlib.nullcontext()
+        if progress:
+            from dask.diagnostics import ProgressBar
 
-        quicklook(computed, path=out_path.with_suffix(".png"))
-    if cfg["output"]["l3_fits"]:
-        from ..io.l3fits import to_l3_fits
+            ctx = ProgressBar(minimum=1.0)
+        with ctx:
+            to_netcdf(results, out_path, config=cfg)
+    else:  # worker processes may not share this file system: gather the results here
+        to_netcdf(_compute_tree(results, progress), out_path, config=cfg)
+    with _reopen(out_path) as written:
+        if cfg["output"]["quicklook"]:
+            from ..plot import quicklook
 
-        for name, node in computed.children.items():
-            to_l3_fits(node.dataset, out_path.with_name(f"{out_path.stem}_{name}_L3.fits"))
-    n, conv = _count(computed)
+            quicklook(written, path=out_path.with_suffix(".png"))
+        if cfg["output"]["l3_fits"]:
+            from ..io.l3fits import to_l3_fits
+
+            for name, node in written.children.items():
+                to_l3_fits(node.dataset, out_path.with_name(f"{out_path.stem}_{name}_L3.fits"))
+        n, conv = _count(written)
     return FileResult(
         str(path),
         "done",
@@ -357,6 +368,37 @@ def _process_file(cfg, path: Path, catalog, progress: bool) -> FileResult:
         n_spectra=n,
         n_converged=conv,
     )
+
+
+@contextlib.contextmanager
+def _reopen(path: Path):
+    """A written results file, lazily, attributes decoded as ``io.netcdf.open_results`` does.
+
+    Unlike ``open_results`` (whose tree's ``close()`` does not reach the file), the file is
+    closed on leaving the block: a handle left open would make later checks of this path
+    (resume) read the cached old content.
+    """
+    from ..io.netcdf import _decode_attrs
+
+    with xr.open_datatree(path, engine="netcdf4", chunks={}) as raw:
+        nodes = {}
+        for node in raw.subtree:
+            ds = node.to_dataset(inherit=False)
+            for var in ds.variables.values():
+                var.attrs = _decode_attrs(var.attrs)
+            ds.attrs = _decode_attrs(ds.attrs)
+            nodes[node.path] = ds
+        yield xr.DataTree.from_dict(nodes)
+
+
+def _in_process_scheduler() -> bool:
+    """True if dask computes in this process (threads or synchronous, no distributed Client)."""
+    from .scheduler import active_client
+
+    sched = dask.config.get("scheduler", None)
+    if sched in (None, "dask.distributed", "distributed"):
+        return active_client() is None
+    return sched in ("threads", "threading", "synchronous", "sync", "single-threaded")
 
 
 def _compute_tree(results: xr.DataTree, progress: bool = False) -> xr.DataTree:
@@ -442,9 +484,11 @@ def run(config, *, progress: bool = False, scheduler: str | None = None) -> RunS
             except (KeyboardInterrupt, SystemExit):
                 raise
             except Exception as exc:  # a bad file is reported, the batch goes on
-                reason = (
-                    str(exc) if isinstance(exc, SpiceFileError) else f"{type(exc).__name__}: {exc}"
-                )
+                if isinstance(exc, SpiceFileError):  # the message starts with the path
+                    same = Path(exc.path).name == path.name
+                    reason = exc.problem if same else str(exc)
+                else:
+                    reason = f"{type(exc).__name__}: {exc}"
                 log.error("failed: %s: %s", path, reason)
                 results.append(FileResult(str(path), "failed", error=reason))
     return RunSummary(results, sched_name, time.perf_counter() - t0)

@@ -1,0 +1,168 @@
+"""The ``saffron-xr`` command: info, init, run, demo, and the installed console script."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from astropy.io import fits
+
+from saffron_xr.cli import main
+from saffron_xr.fit.status import FitStatus
+from saffron_xr.io.netcdf import open_results
+from saffron_xr.pipeline import demo
+from saffron_xr.pipeline.config import load_config, template_text
+from saffron_xr.testing import composition_windows, make_spice_l2
+
+# "  <node name> <detector> <dim=size x ...> <first>- <last> A"
+WINDOW_LINE = re.compile(
+    r"^  (?P<name>\S+)\s+(?P<det>SW|LW)\s+(?P<shape>\S+=\d+(?: x \S+=\d+)*)\s+"
+    r"(?P<lo>\d+\.\d+)-\s*(?P<hi>\d+\.\d+) A$"
+)
+
+
+def _header_windows(path: Path) -> list[dict]:
+    """Detector, sizes and first/last wavelength (Angstrom) of each window, from the header."""
+    out = []
+    with fits.open(path) as hdul:
+        for hdu in hdul:
+            h = hdu.header
+            if h.get("NAXIS", 0) != 4:
+                continue
+            assert h["CUNIT3"] == "nm"
+            first = h["CRVAL3"] + (1 - h["CRPIX3"]) * h["CDELT3"]
+            last = h["CRVAL3"] + (h["NAXIS3"] - h["CRPIX3"]) * h["CDELT3"]
+            out.append(
+                {
+                    "det": h["DETECTOR"],
+                    "sizes": {"y": h["NAXIS2"], "x": h["NAXIS1"], "wavelength": h["NAXIS3"]},
+                    "range": (10 * first, 10 * last),
+                    "study": h["STUDY"],
+                    "spiobsid": h["SPIOBSID"],
+                }
+            )
+    return out
+
+
+def test_info_prints_windows_shapes_and_wavelength_ranges(exp_file, ne8_file, capsys):
+    assert main(["info", str(exp_file), str(ne8_file)]) == 0
+    out = capsys.readouterr().out
+    blocks = out.split(f"{ne8_file}\n")
+    assert blocks[0].startswith(f"{exp_file}\n") and len(blocks) == 2
+    for path, text in zip((exp_file, ne8_file), blocks, strict=True):
+        expected = _header_windows(path)
+        assert f"study {expected[0]['study']}" in text
+        assert f"SPIOBSID {expected[0]['spiobsid']}" in text
+        found = [m for m in map(WINDOW_LINE.match, text.splitlines()) if m]
+        assert len(found) == len(expected)
+        for m, exp in zip(found, expected, strict=True):
+            assert m["det"] == exp["det"]
+            sizes = dict(item.split("=") for item in m["shape"].split(" x "))
+            assert {k: int(v) for k, v in sizes.items()} == exp["sizes"]
+            assert float(m["lo"]) == pytest.approx(exp["range"][0], abs=0.006)
+            assert float(m["hi"]) == pytest.approx(exp["range"][1], abs=0.006)
+    assert "FLT02_Two_Window_OB_ID_253" in out and "Ne_VIII_770_Peak_data" in out
+
+
+def test_info_on_a_bad_file_names_it_on_stderr(tmp_path, ne8_file, capsys):
+    bad = tmp_path / "notes.fits"
+    fits.PrimaryHDU(np.zeros((2, 2), np.float32)).writeto(bad)
+    assert main(["info", str(bad), str(ne8_file)]) == 1
+    captured = capsys.readouterr()
+    assert str(bad) in captured.err
+    assert str(bad) not in captured.out
+    assert "Ne_VIII_770_Peak_data" in captured.out  # the good file is still described
+
+
+def test_init_writes_a_template_that_validates(tmp_path, capsys):
+    path = tmp_path / "batch.yaml"
+    assert main(["init", str(path)]) == 0
+    assert path.read_text() == template_text()
+    assert "wrote" in capsys.readouterr().out
+    cfg = load_config(path)
+    assert cfg["output"]["resume"] is True
+    path.write_text("files: {source: data}\n")
+    assert main(["init", str(path)]) == 1
+    assert str(path) in capsys.readouterr().err
+    assert main(["init", str(path), "--force"]) == 0
+    assert path.read_text() == template_text()
+
+
+def test_run_config_end_to_end_quiet(tmp_path, capsys):
+    data = tmp_path / "data"
+    windows = [w for w in composition_windows() if w["extname"] == "Ne VIII 770 - Peak"]
+    make_spice_l2(data, windows=windows, ny=32, nx=6, seed=11, spiobsid=8000)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "files": {"source": "data"},
+                "output": {"folder": "results"},
+                "scheduler": {"kind": "threads", "n_workers": 2},
+            }
+        )
+    )
+    assert main(["run", str(config), "--check"]) == 0
+    assert capsys.readouterr().out == f"{config}: valid\n"
+
+    assert main(["-q", "run", str(config), "--scheduler", "synchronous"]) == 0
+    captured = capsys.readouterr()
+    head = captured.out.splitlines()[0]
+    assert head.startswith("saffron_xr run: 1 done, 0 skipped, 0 failed")
+    assert head.endswith("on synchronous")
+    assert captured.err == ""
+    (result,) = (tmp_path / "results").glob("*_8000-000_saffron.nc")
+    tree = open_results(result)
+    assert list(tree.children) == ["Ne_VIII_770_Peak"]
+    assert float(np.isfinite(tree["Ne_VIII_770_Peak"]["centroid"]).mean()) > 0.9
+
+    # resume, and a bad file turns the exit status to 1
+    fits.PrimaryHDU(np.zeros((2, 2), np.float32)).writeto(data / "flatfield.fits")
+    assert main(["run", str(config), "--quiet"]) == 1
+    out = capsys.readouterr().out
+    assert "0 done, 1 skipped, 1 failed" in out
+    assert "FAILED   flatfield.fits: not a SPICE file name" in out
+
+
+@pytest.mark.slow
+def test_demo_writes_results_and_quicklooks(tmp_path, monkeypatch, capsys):
+    # the CLI demo with a shrunken composition raster (the full one is DEMO_RASTER)
+    monkeypatch.setattr(demo, "DEMO_RASTER", {**demo.DEMO_RASTER, "ny": 64, "nx": 12})
+    folder = tmp_path / "saffron_demo"
+    assert main(["demo", "--output", str(folder), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "saffron_xr run: 2 done, 0 skipped, 0 failed" in out
+    assert f"outputs in {folder}/" in out
+    results = sorted(folder.glob("*_saffron.nc"))
+    assert len(results) == 2
+    assert len(sorted(folder.glob("*_saffron.png"))) == 2
+    raster = open_results(results[1])
+    assert len(raster.children) == len(composition_windows())
+    assert raster["Ne_VIII_770_Peak"].sizes["y"] == 64
+    ne8 = open_results(results[0])
+    assert list(ne8.children) == ["Ne_VIII_770_Peak_data"]
+    # the real window has rows without data (status ALL_NAN); the others are fitted
+    ds = ne8["Ne_VIII_770_Peak_data"].to_dataset().compute()
+    attempted = ~ds["status"].isin([FitStatus.ALL_NAN, FitStatus.TOO_FEW_VALID])
+    assert int(attempted.sum()) > 1500
+    assert float(np.isfinite(ds["centroid"]).where(attempted).mean()) > 0.95
+
+    # a rerun resumes; other raster settings regenerate the raster and redo its results
+    assert demo.run_demo(folder, raster={"ny": 64, "nx": 12}).skipped[1].path.endswith(".fits")
+    again = demo.run_demo(folder, raster={"ny": 48, "nx": 12})
+    assert len(again.skipped) == 1 and len(again.done) == 1
+    assert open_results(results[1])["Ne_VIII_770_Peak"].sizes["y"] == 48
+
+
+def test_console_script_help():
+    exe = shutil.which("saffron-xr") or str(Path(sys.executable).with_name("saffron-xr"))
+    proc = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for command in ("init", "run", "info", "demo"):
+        assert command in proc.stdout
