@@ -14,6 +14,11 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
     __version__ = "0.0.0+unknown"
 
+import logging as _logging
+
+# the library logs; applications decide where it goes (no "last resort" output to stderr)
+_logging.getLogger(__name__).addHandler(_logging.NullHandler())
+
 # --- errors ---
 from .errors import SpiceFileError
 

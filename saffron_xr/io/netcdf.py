@@ -504,4 +504,6 @@ def open_results(path, *, chunks=None) -> xr.DataTree:
             ds.variables[name].attrs = _decode_attrs(ds.variables[name].attrs)
         ds.attrs = _decode_attrs(ds.attrs)
         nodes[node.path] = ds
-    return xr.DataTree.from_dict(nodes)
+    out = xr.DataTree.from_dict(nodes)
+    out.set_close(tree.close)  # closing the result closes the file
+    return out

@@ -258,7 +258,11 @@ def process_window(cfg: dict, name: str, ds: xr.Dataset, catalog) -> xr.Dataset:
         # keep the input errors: the denoiser's propagated error ignores the correlation it
         # introduces between neighbouring samples, so fitted errors would come out too small
         radiance = denoise(radiance, error, threshold=pcfg["denoise"]["threshold"])["radiance"]
-    model = _window_model(cfg, name, ds, radiance, error, catalog)
+    # the guess reads the mean spectrum of the *input* radiance: guessing from the prepared
+    # one would compute despike/denoise twice (once here, once in the fit), about 70 s of a
+    # 220 s full composition raster (benchmarks/bench_prep_memory.py); a few spikes among
+    # ~160,000 pixels do not move the window's mean spectrum measurably
+    model = _window_model(cfg, name, ds, ds["radiance"], error, catalog)
     levels = pcfg["binning"]["levels"]
     if len(levels) > 1 or levels[0] != 1:
         from ..prep import bin_levels
@@ -372,23 +376,17 @@ def _process_file(cfg, path: Path, catalog, progress: bool) -> FileResult:
 
 @contextlib.contextmanager
 def _reopen(path: Path):
-    """A written results file, lazily, attributes decoded as ``io.netcdf.open_results`` does.
+    """A written results file, lazily; the file is closed on leaving the block.
 
-    Unlike ``open_results`` (whose tree's ``close()`` does not reach the file), the file is
-    closed on leaving the block: a handle left open would make later checks of this path
-    (resume) read the cached old content.
+    A handle left open would make later checks of this path (resume) read cached old content.
     """
-    from ..io.netcdf import _decode_attrs
+    from ..io.netcdf import open_results
 
-    with xr.open_datatree(path, engine="netcdf4", chunks={}) as raw:
-        nodes = {}
-        for node in raw.subtree:
-            ds = node.to_dataset(inherit=False)
-            for var in ds.variables.values():
-                var.attrs = _decode_attrs(var.attrs)
-            ds.attrs = _decode_attrs(ds.attrs)
-            nodes[node.path] = ds
-        yield xr.DataTree.from_dict(nodes)
+    tree = open_results(path)
+    try:
+        yield tree
+    finally:
+        tree.close()
 
 
 def _in_process_scheduler() -> bool:

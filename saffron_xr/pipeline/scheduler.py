@@ -98,7 +98,7 @@ def scheduler_context(sched: dict):
                 n_workers=n,
                 threads_per_worker=sched.get("threads_per_worker") or 1,
                 processes=True,
-                dashboard_address=None,
+                dashboard_address=":0",  # any free port: never clashes with another cluster
             ) as cluster,
             Client(cluster) as client,
         ):
