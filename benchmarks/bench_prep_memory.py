@@ -104,7 +104,7 @@ def _uptime() -> str:
     try:
         return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     except OSError:
-        return "load average: %.2f, %.2f, %.2f" % os.getloadavg()
+        return "load average: " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def main() -> None:

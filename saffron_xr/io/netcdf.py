@@ -364,6 +364,9 @@ def _prepare(tree: xr.DataTree, compression_level: int) -> tuple[xr.DataTree, di
             new_vars[name] = var
             if var.dtype.kind in "iuf" and var.ndim > 0:
                 enc[name] = {"zlib": True, "complevel": int(compression_level), "shuffle": True}
+                if var.chunks:
+                    # netCDF chunks = dask chunks: each block is compressed once, on arrival
+                    enc[name]["chunksizes"] = tuple(int(c[0]) for c in var.chunks)
         out = xr.Dataset(
             {k: v for k, v in new_vars.items() if k in ds.data_vars},
             coords={k: v for k, v in new_vars.items() if k in ds.coords},
@@ -469,10 +472,30 @@ def to_netcdf(
     prepared.dataset = root
     return _write_atomically(
         path,
-        lambda part: prepared.to_netcdf(
-            part, mode="w", engine="netcdf4", format="NETCDF4", encoding=encoding
+        lambda part: _without_chunk_cache(
+            lambda: prepared.to_netcdf(
+                part, mode="w", engine="netcdf4", format="NETCDF4", encoding=encoding
+            )
         ),
     )
+
+
+def _without_chunk_cache(write):
+    """Run ``write`` with the HDF5 chunk cache off, then restore it.
+
+    By default every variable keeps up to 64 MiB of uncompressed chunks cached until the file
+    closes, so a streamed write of a large result tree holds all of it in memory anyway.
+    With netCDF chunks equal to the dask chunks nothing needs re-reading, and the cache only
+    costs memory. (The setting is process-wide, hence the restore.)
+    """
+    import netCDF4
+
+    old = netCDF4.get_chunk_cache()
+    netCDF4.set_chunk_cache(0, 0, 1.0)
+    try:
+        return write()
+    finally:
+        netCDF4.set_chunk_cache(*old)
 
 
 def open_results(path, *, chunks=None) -> xr.DataTree:
