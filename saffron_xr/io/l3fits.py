@@ -846,10 +846,23 @@ def to_l3_fits(results, path, *, data=None, overwrite: bool = True) -> Path:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ValueError(f"to_l3_fits: two windows give the same extension names {dupes}")
+    for hdu in hdus:
+        _shorten_comments(hdu.header)
     return _write_atomically(
         path,
         lambda part: fits.HDUList(hdus).writeto(part, output_verify="exception", checksum=True),
     )
+
+
+def _shorten_comments(header) -> None:
+    """Cut card comments so that each card fits in 80 characters (values are never cut)."""
+    for card in header.cards:
+        if card.keyword in ("COMMENT", "HISTORY", "") or not card.comment:
+            continue
+        value = fits.Card(card.keyword, card.value).image.rstrip()
+        room = 80 - len(value) - 3  # " / "
+        if len(card.comment) > room:
+            header.comments[card.keyword] = card.comment[: max(room, 0)]
 
 
 # ----------------------------------------------------------------------------- reading
