@@ -11,6 +11,11 @@ from pathlib import Path
 __all__ = ["main"]
 
 
+def _show_progress(args) -> bool:
+    """Progress bars on a terminal unless --quiet (batch logs get the per-file lines only)."""
+    return not args.quiet and sys.stdout.isatty()
+
+
 def _cmd_init(args) -> int:
     from .pipeline.config import template_text
 
@@ -35,7 +40,7 @@ def _cmd_run(args) -> int:
     if args.check:
         print(f"{args.config}: valid")
         return 0
-    summary = run(cfg, progress=not args.quiet, scheduler=args.scheduler)
+    summary = run(cfg, progress=_show_progress(args), scheduler=args.scheduler)
     print(summary)
     return 1 if summary.failed else 0
 
@@ -75,7 +80,7 @@ def _cmd_demo(args) -> int:
     from .pipeline.demo import run_demo
 
     t0 = time.perf_counter()
-    summary = run_demo(Path(args.output), progress=not args.quiet, scheduler=args.scheduler)
+    summary = run_demo(Path(args.output), progress=_show_progress(args), scheduler=args.scheduler)
     print(summary)
     print(f"demo finished in {time.perf_counter() - t0:.1f} s; outputs in {args.output}/")
     return 1 if summary.failed else 0
