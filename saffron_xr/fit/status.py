@@ -15,7 +15,8 @@ class FitStatus(IntEnum):
     """Outcome of the fit of one pixel.
 
     Parameters and their errors are finite for the "usable" codes ``CONVERGED``,
-    ``CONVERGED_AT_BOUND``, ``MAX_ITER`` and ``THRESHOLD_NOT_MET``; they are NaN for all
+    ``CONVERGED_AT_BOUND``, ``MAX_ITER``, ``THRESHOLD_NOT_MET`` and ``NO_STEP`` (except
+    the errors of parameters on a bound, NaN); they are NaN for all
     other codes (``chi2`` is NaN too unless the fit got as far as computing it).
 
     Attributes
@@ -46,6 +47,17 @@ class FitStatus(IntEnum):
         Adaptive (multi-level) fits only: the chosen level's fit converged but no level met
         the relative-error thresholds; the level with the smallest worst relative error
         (relative to its threshold) was kept.
+    NO_STEP : 8
+        No Levenberg-Marquardt step lowered chi2 from the starting point, so the parameters
+        are the starting values (per-pixel linear solve of amplitudes and background at the
+        starting centroids and widths), not a verified minimum.
+
+    Per-line information that a single pixel code cannot carry lives in the per-line
+    variables of a fit result: ``at_bound`` (a free parameter of the line sits on one of
+    its bounds, whatever the pixel status; its error is then NaN) and ``detected``.
+
+    One definition of "converged" is used everywhere (CLI summary, quicklook, derived
+    maps): status ``CONVERGED``, see `converged`.
 
     Examples
     --------
@@ -63,6 +75,20 @@ class FitStatus(IntEnum):
     ALL_NAN = 5
     BAD_INITIAL = 6
     THRESHOLD_NOT_MET = 7
+    NO_STEP = 8
+
+    @classmethod
+    def converged(cls) -> tuple[FitStatus, ...]:
+        """The codes counted as "converged" everywhere in the package: ``CONVERGED`` only.
+
+        A fit that converged with a parameter on a bound (``CONVERGED_AT_BOUND``) is usable
+        but not counted as converged.
+
+        Returns
+        -------
+        tuple of FitStatus
+        """
+        return (cls.CONVERGED,)
 
     @classmethod
     def usable(cls) -> tuple[FitStatus, ...]:
@@ -72,7 +98,13 @@ class FitStatus(IntEnum):
         -------
         tuple of FitStatus
         """
-        return (cls.CONVERGED, cls.CONVERGED_AT_BOUND, cls.MAX_ITER, cls.THRESHOLD_NOT_MET)
+        return (
+            cls.CONVERGED,
+            cls.CONVERGED_AT_BOUND,
+            cls.MAX_ITER,
+            cls.THRESHOLD_NOT_MET,
+            cls.NO_STEP,
+        )
 
     @classmethod
     def flag_attrs(cls) -> dict:
