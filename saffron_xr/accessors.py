@@ -82,11 +82,15 @@ class SaffronDataArrayAccessor:
         rescale_initial=True,
         level_dim="level",
         thresholds=None,
+        noise=None,
+        moments=True,
+        detection_threshold=5.0,
+        covariance=False,
     ):
         """Fit a LineModel to every spectrum; see :func:`saffron_xr.fit_lines` (lazy)."""
         from .fit import fit_lines
 
-        return fit_lines(self._obj, model, error=error, dim=dim, max_iter=max_iter, ftol=ftol, xtol=xtol, min_valid=min_valid, scale_errors=scale_errors, rescale_initial=rescale_initial, level_dim=level_dim, thresholds=thresholds)  # fmt: skip
+        return fit_lines(self._obj, model, error=error, dim=dim, max_iter=max_iter, ftol=ftol, xtol=xtol, min_valid=min_valid, scale_errors=scale_errors, rescale_initial=rescale_initial, level_dim=level_dim, thresholds=thresholds, noise=noise, moments=moments, detection_threshold=detection_threshold, covariance=covariance)  # fmt: skip
 
     # --- catalog ---
     def guess_model(

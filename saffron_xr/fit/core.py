@@ -40,6 +40,10 @@ def fit_lines(
     rescale_initial: bool = True,
     level_dim: str = "level",
     thresholds: dict | None = None,
+    noise: xr.Dataset | None = None,
+    moments: bool = True,
+    detection_threshold: float = 5.0,
+    covariance: bool = False,
 ) -> xr.Dataset:
     """Fit Gaussian lines on a polynomial background to every spectrum of a DataArray.
 
@@ -92,6 +96,26 @@ def fit_lines(
         ``max(relative error / threshold)`` among the converged fits, with status
         ``THRESHOLD_NOT_MET``; if no level converged, the last level and its status.
         Requires `level_dim` in ``data.dims``.
+    noise : xarray.Dataset, optional
+        A noise model with variables ``photon`` and ``floor`` (broadcastable against
+        `data`, e.g. from ``saffron_xr.spice_noise_terms``), such that the variance of a
+        sample of expected signal ``m`` is ``photon * max(m, 0) + floor``. With it, each
+        pixel is fitted with `error`, then the weights are recomputed from the fitted model
+        (not from the noisy data, whose fluctuations would bias the fit: samples that
+        fluctuate low get too much weight) and the fit is iterated once more from its
+        solution. Errors and chi2 then refer to the model-based weights. Recommended
+        whenever a noise model is known.
+    moments : bool, default True
+        With `rescale_initial`, start isolated lines of each pixel at the centroid and width
+        given by the first and second moments of their excess over the rest of the model
+        (when significant), before the linear solve: fewer iterations and fewer wrong
+        minima on rasters whose lines move or broaden.
+    detection_threshold : float, default 5.0
+        A line is ``detected`` where its ``significance`` (see Returns) is at least this
+        (in sigma).
+    covariance : bool, default False
+        Also return the full covariance matrix of the free parameters (``covariance``,
+        dims ``param``, ``param2`` + pixel dims), e.g. for ratios of blended lines.
 
     Returns
     -------
@@ -102,8 +126,15 @@ def fit_lines(
         parameter); ``background`` and ``background_err`` (dims ``degree``, or
         ``segment, degree``, + pixel dims: coefficients of powers of
         ``wavelength - background_reference``); ``chi2`` (reduced), ``status``
-        (`FitStatus` codes), ``n_iter``, ``n_valid``; in adaptive mode ``level_index`` and
-        ``level``. Coordinates ``line``, ``ion``, ``rest_wavelength``, ``degree``,
+        (`FitStatus` codes), ``n_iter``, ``n_valid``; per line ``significance`` (the line's
+        amplitude over its error at fixed centroids and widths: the signed square root of
+        the chi2 increase when the line is removed and the other amplitudes and background
+        refit; 0 for a line whose amplitude went to 0), ``detected`` (significance >=
+        `detection_threshold`) and ``at_bound`` (a free parameter of the line sits on a
+        bound; the error of such a parameter is NaN, and the errors of the others are
+        conditional on it). Centroid and width errors of a line whose amplitude is 0 are
+        NaN; the other lines keep theirs. In adaptive mode ``level_index`` and ``level``;
+        with `covariance`, ``covariance``. Coordinates ``line``, ``ion``, ``rest_wavelength``, ``degree``,
         ``background_reference`` (and ``segment``, ``segment_min``, ``segment_max``) plus
         the data's coordinates off `dim`. Attributes: the model as JSON (``line_model``),
         the options (``fit_options``), ``saffron_xr_version`` and the input's provenance
@@ -157,6 +188,10 @@ def fit_lines(
     if scale_errors is None:
         scale_errors = error is None
     thr = _thresholds(thresholds) if adaptive else (math.inf,) * 3
+    if not (detection_threshold >= 0):
+        raise ValueError(
+            f"fit_lines: detection_threshold must be >= 0 (sigma), got {detection_threshold}"
+        )
 
     from . import _kernels
 
@@ -168,9 +203,15 @@ def fit_lines(
         min_valid=int(min_valid),
         scale_errors=bool(scale_errors),
         rescale_initial=bool(rescale_initial),
+        moments=bool(moments),
+        reweight=noise is not None,
+        full_cov=bool(covariance),
+        detection=float(detection_threshold),
         thresholds=thr,
     )
-    layout = _kernels.packed_layout(compiled.n_lines, compiled.n_full, adaptive=adaptive)
+    layout = _kernels.packed_layout(
+        compiled.n_lines, compiled.n_full, n_free, full_cov=bool(covariance), adaptive=adaptive
+    )
 
     values = data if data.dtype in (np.float32, np.float64) else data.astype(np.float64)
     if error is None:
@@ -186,15 +227,18 @@ def fit_lines(
     p0 = _initial(compiled, model, loop_dims)
     values = _one_chunk(values, core)
     err = _one_chunk(err, core)
+    inputs = [values, err, xr.DataArray(wave, dims=[dim]), p0]
+    core_dims = [core, core, [dim], [_PARAM_DIM]]
+    if noise is not None:  # without a noise model the kernel gets NaN terms (see _fit_block)
+        for term in _noise_inputs(noise, data, core):
+            inputs.append(_one_chunk(term, core))
+            core_dims.append(core)
 
     packed = xr.apply_ufunc(
         _fit_block,
-        values,
-        err,
-        xr.DataArray(wave, dims=[dim]),
-        p0,
+        *inputs,
         kwargs={"spec": spec, "size": layout["size"], "adaptive": adaptive},
-        input_core_dims=[core, core, [dim], [_PARAM_DIM]],
+        input_core_dims=core_dims,
         output_core_dims=[[_PACKED_DIM]],
         dask="parallelized",
         output_dtypes=[np.float64],
@@ -211,6 +255,10 @@ def fit_lines(
         "scale_errors": bool(scale_errors),
         "rescale_initial": bool(rescale_initial),
         "error_given": error is not None,
+        "noise_weights": "model" if noise is not None else "error",
+        "moments": bool(moments),
+        "detection_threshold": float(detection_threshold),
+        "covariance": bool(covariance),
     }
     if adaptive:
         options["level_dim"] = level_dim
@@ -218,13 +266,17 @@ def fit_lines(
             k: None if math.isinf(v) else v for k, v in zip(_THRESHOLD_KINDS, thr, strict=True)
         }
     ds = _unpack(packed, layout, compiled, model, data, loop_dims, options)
+    ds = _add_quality(ds, packed, layout, compiled, loop_dims, float(detection_threshold))
     if adaptive:
         ds = _add_levels(ds, packed, layout, data, level_dim)
     return ds
 
 
-def _fit_block(y, err, wave, p0, *, spec, size, adaptive):
-    """Run the gufunc on one block (numpy in, numpy out); runs on the dask workers."""
+def _fit_block(y, err, wave, p0, photon=None, floor=None, *, spec, size, adaptive):
+    """Run the gufunc on one block (numpy in, numpy out); runs on the dask workers.
+
+    Without noise terms the kernel gets NaN ones (one row, broadcast), which it ignores.
+    """
     from . import _kernels
 
     y = np.asarray(y)
@@ -234,12 +286,39 @@ def _fit_block(y, err, wave, p0, *, spec, size, adaptive):
     gufunc = factory(y.dtype.name)
     err = np.asarray(err, dtype=y.dtype)
     wave = np.ascontiguousarray(wave, dtype=np.float64)
+    if photon is None:
+        photon = floor = np.full(y.shape[-2:] if adaptive else y.shape[-1:], np.nan)
+    photon = np.asarray(photon, dtype=np.float64)
+    floor = np.asarray(floor, dtype=np.float64)
     p0 = np.asarray(p0, dtype=np.float64)
     template = np.empty(size)
     # NaN samples are missing data by design: comparisons on them raise the CPU's
     # "invalid" flag, which numpy would report as a RuntimeWarning after the loop.
     with np.errstate(invalid="ignore", divide="ignore", over="ignore", under="ignore"):
-        return gufunc(y, err, wave, p0, spec, template)
+        return gufunc(y, err, wave, photon, floor, p0, spec, template)
+
+
+def _noise_inputs(noise, data, core):
+    """The photon and floor noise terms as float64 DataArrays with every core dim."""
+    if not isinstance(noise, xr.Dataset) or not {"photon", "floor"} <= set(noise.data_vars):
+        raise TypeError(
+            "fit_lines: noise must be an xarray.Dataset with variables 'photon' and 'floor' "
+            "(sigma**2 = photon * max(model, 0) + floor), e.g. from spice_noise_terms"
+        )
+    out = []
+    for name in ("photon", "floor"):
+        term = noise[name].astype(np.float64)
+        extra = [d for d in term.dims if d not in data.dims]
+        if extra:
+            raise ValueError(
+                f"fit_lines: noise[{name!r}] has dims {term.dims}; {extra} are not dims of "
+                f"the data {data.dims}"
+            )
+        missing = {d: data.sizes[d] for d in core if d not in term.dims}
+        if missing:
+            term = term.expand_dims(missing)
+        out.append(term.drop_vars([c for c in term.coords if c not in term.dims]))
+    return out[0], out[1]
 
 
 def _wavelength(data, dim) -> np.ndarray:
@@ -437,6 +516,66 @@ def _unpack(packed, layout, compiled, model, data, loop_dims, options) -> xr.Dat
     attrs["fit_options"] = json.dumps(options, allow_nan=False)
     attrs["saffron_xr_version"] = __version__
     ds.attrs = attrs
+    return ds
+
+
+def _add_quality(ds, packed, layout, compiled, loop_dims, threshold) -> xr.Dataset:
+    """Per-line significance, detection and at-bound flags; the optional full covariance."""
+
+    def per_line(name):
+        index = xr.DataArray(np.arange(layout[name].start, layout[name].stop), dims=["line"])
+        return packed.isel({_PACKED_DIM: index}).transpose("line", *loop_dims)
+
+    sig = per_line("significance")
+    ds["significance"] = sig.assign_attrs(
+        {
+            "units": "1",
+            "long_name": "line significance (sigma)",
+            "description": (
+                "amplitude / its 1-sigma error with centroids and widths fixed: the signed "
+                "square root of the chi2 increase when the line is removed and the other "
+                "amplitudes and background refit; 0 where the amplitude went to 0"
+            ),
+        }
+    )
+    # packed by the kernel (not `sig >= threshold`: a dask key shared by two variables of
+    # one Dataset has been lost by graph optimisation on distributed, see the tests)
+    ds["detected"] = (per_line("detected") > 0.5).assign_attrs(
+        {"units": "1", "long_name": "line detected", "description": f"significance >= {threshold:g}"}
+    )
+    ds["at_bound"] = (per_line("at_bound") > 0.5).assign_attrs(
+        {
+            "units": "1",
+            "long_name": "a free parameter of the line sits on one of its bounds",
+            "description": (
+                "that parameter's error is NaN (the curvature at a bound understates the "
+                "uncertainty); the other errors are conditional on it"
+            ),
+        }
+    )
+    ds.attrs["detection_threshold"] = threshold
+    nfree = compiled.n_free
+    if layout["covariance"].stop > layout["covariance"].start:
+        index = np.arange(layout["covariance"].start, layout["covariance"].stop).reshape(
+            nfree, nfree
+        )
+        cov = packed.isel({_PACKED_DIM: xr.DataArray(index, dims=["param", "param2"])})
+        names = [compiled.full_names[int(j)] for j in compiled.free_root]
+        ds["covariance"] = (
+            cov.transpose("param", "param2", *loop_dims)
+            .assign_coords(param=("param", names), param2=("param2", names))
+            .assign_attrs(
+                {
+                    "units": "mixed (products of the parameters' units)",
+                    "long_name": "covariance of the free parameters",
+                    "description": (
+                        "rows/columns named '<line>/<kind>' or 'background/<segment>/<degree>'; "
+                        "in the units of the parameters' products; NaN rows for parameters "
+                        "on a bound or not identifiable"
+                    ),
+                }
+            )
+        )
     return ds
 
 

@@ -15,8 +15,9 @@ class FitStatus(IntEnum):
     """Outcome of the fit of one pixel.
 
     Parameters and their errors are finite for the "usable" codes ``CONVERGED``,
-    ``CONVERGED_AT_BOUND``, ``MAX_ITER``, ``THRESHOLD_NOT_MET`` and ``NO_STEP`` (except
-    the errors of parameters on a bound, NaN); they are NaN for all
+    ``CONVERGED_AT_BOUND``, ``MAX_ITER``, ``SINGULAR``, ``THRESHOLD_NOT_MET`` and
+    ``NO_STEP`` (except the errors of parameters on a bound or not identifiable, NaN);
+    they are NaN for all
     other codes (``chi2`` is NaN too unless the fit got as far as computing it).
 
     Attributes
@@ -31,9 +32,10 @@ class FitStatus(IntEnum):
         The iteration limit was reached before the tolerances were met; the parameters are
         those of the last accepted step.
     SINGULAR : 3
-        The normal matrix could not be factorised at the solution (a parameter has no
-        influence on the model there, e.g. the width of a line of zero amplitude), so no
-        covariance exists.
+        Converged, but the normal matrix is exactly singular at the solution for a reason
+        other than a bound or a vanished line (e.g. two lines with the same fixed centroid
+        and width): the parameters that cannot be told apart have NaN errors, the others
+        keep their values and errors.
     TOO_FEW_VALID : 4
         Fewer valid samples (finite data, finite positive error, inside a background
         segment) than the minimum (``min_valid``, at least the number of free parameters
@@ -102,6 +104,7 @@ class FitStatus(IntEnum):
             cls.CONVERGED,
             cls.CONVERGED_AT_BOUND,
             cls.MAX_ITER,
+            cls.SINGULAR,
             cls.THRESHOLD_NOT_MET,
             cls.NO_STEP,
         )

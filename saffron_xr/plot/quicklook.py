@@ -34,6 +34,7 @@ STATUS_COLORS = {
     "ALL_NAN": "#313695",
     "BAD_INITIAL": "#a50026",
     "THRESHOLD_NOT_MET": "#abdda4",
+    "NO_STEP": "#9e0142",
 }
 
 _ROMAN = [
