@@ -312,6 +312,29 @@ def _cholesky_solve(chol, b, x, n):
 
 
 @_jit
+def _cholesky_inverse(chol, linv, out, n):
+    """out = (L L^T)^-1 from the factor L of `_cholesky`, through M = L^-1: out = M^T M.
+
+    n divisions in all (a solve per column would take 2 n**2, and divisions are slow).
+    """
+    for j in range(n):
+        linv[j, j] = 1.0 / chol[j, j]
+    for j in range(n):
+        for i in range(j + 1, n):
+            s = 0.0
+            for k in range(j, i):
+                s -= chol[i, k] * linv[k, j]
+            linv[i, j] = s * linv[i, i]
+    for a in range(n):
+        for b in range(a + 1):
+            s = 0.0
+            for k in range(a, n):
+                s += linv[k, a] * linv[k, b]
+            out[a, b] = s
+            out[b, a] = s
+
+
+@_jit
 def _factor_kept(jtj, amat, keep, n):
     """Factor JtJ restricted to the kept parameters; drop any that make it singular.
 
@@ -391,12 +414,70 @@ def _line_range(lam, n, ascending, centre, width, reach):
 
 
 @_jit
-def _chi2(q, n, lam, yv, wv, segv, nl, nbg, seg_ref, root, scale, offset, pfull, fv, ascending):
-    """Weighted chi2 at free parameters q; leaves r = (y - model) / sigma in fv."""
+def _gaussian(lam, i0, i1, centre, inv_width, gv):
+    """gv[i] = exp(-z**2 / 2), z = (lam[i] - centre) * inv_width, for i0 <= i < i1.
+
+    On a uniform grid the exponential follows the exact recurrence
+    g[i+1] = g[i] R[i], R[i+1] = R[i] Q, with R[i] = exp(-z[i] d - d**2 / 2) and
+    Q = exp(-d**2), d = step * inv_width: three exponentials per line instead of one per
+    sample (relative error ~1e-15 per step). Where the spacing changes (missing samples)
+    the recurrence restarts from a direct evaluation.
+    """
+    if i1 <= i0:
+        return
+    z = (lam[i0] - centre) * inv_width
+    gv[i0] = math.exp(-0.5 * z * z)
+    if i1 - i0 < 4:
+        for i in range(i0 + 1, i1):
+            z = (lam[i] - centre) * inv_width
+            gv[i] = math.exp(-0.5 * z * z)
+        return
+    step = lam[i0 + 1] - lam[i0]
+    d = step * inv_width
+    q = math.exp(-d * d)
+    r = math.exp(-z * d - 0.5 * d * d)
+    tol = 1e-9 * abs(step)
+    for i in range(i0 + 1, i1):
+        if abs(lam[i] - lam[i - 1] - step) <= tol:
+            gv[i] = gv[i - 1] * r
+            r *= q
+        else:  # restart after a gap
+            z = (lam[i] - centre) * inv_width
+            gv[i] = math.exp(-0.5 * z * z)
+            if i + 1 < i1:
+                step = lam[i + 1] - lam[i]
+                d = step * inv_width
+                q = math.exp(-d * d)
+                r = math.exp(-z * d - 0.5 * d * d)
+                tol = 1e-9 * abs(step)
+
+
+# Rows of the per-pixel sample block `smp` (see `_compact`).
+_LAM = 0  # wavelength (Angstrom)
+_Y = 1  # data
+_W = 2  # weight 1 / sigma
+_SEG = 3  # background segment index
+_PHOTON = 4  # noise term per unit signal
+_FLOOR = 5  # noise term independent of the signal
+_RES = 6  # weighted residual (y - model) / sigma, at the current point
+_GAUSS = 7  # scratch: one line's exp(-z**2 / 2)
+_N_ROWS = 8
+
+
+@_jit
+def _chi2(q, n, smp, mdl, pfull, ascending):
+    """Weighted chi2 at free parameters q; leaves the weighted residuals in smp[_RES].
+
+    ``mdl`` is ``(n_lines, n_background_terms, segment_reference, root, scale, offset)``.
+    """
+    nl, nbg, seg_ref, root, scale, offset = mdl
+    lam = smp[_LAM]
+    res = smp[_RES]
+    gv = smp[_GAUSS]
     _full_params(q, root, scale, offset, pfull)
     nlp = 3 * nl
     for i in range(n):
-        s = int(segv[i])
+        s = int(smp[_SEG, i])
         t = lam[i] - seg_ref[s]
         base = nlp + s * nbg
         f = 0.0
@@ -404,38 +485,41 @@ def _chi2(q, n, lam, yv, wv, segv, nl, nbg, seg_ref, root, scale, offset, pfull,
         for k in range(nbg):
             f += pfull[base + k] * tk
             tk *= t
-        fv[i] = f
+        res[i] = f
     for ln in range(nl):
         amp = pfull[3 * ln]
         if amp == 0.0:
             continue
         cen = pfull[3 * ln + 1]
         wid = pfull[3 * ln + 2]
-        inv = 1.0 / wid
         i0, i1 = _line_range(lam, n, ascending, cen, wid, _REACH)
+        _gaussian(lam, i0, i1, cen, 1.0 / wid, gv)
         for i in range(i0, i1):
-            z = (lam[i] - cen) * inv
-            fv[i] += amp * math.exp(-0.5 * z * z)
+            res[i] += amp * gv[i]
+    yv = smp[_Y]
+    wv = smp[_W]
     chi2 = 0.0
     for i in range(n):
-        r = (yv[i] - fv[i]) * wv[i]
-        fv[i] = r
+        r = (yv[i] - res[i]) * wv[i]
+        res[i] = r
         chi2 += r * r
     return chi2
 
 
 @_jit
-def _jacobian(
-    q, n, lam, wv, segv, nl, nbg, seg_ref, root, scale, offset, pfull, fv, jmat, clo, chi,
-    jtj, jtr, ascending,
-):  # fmt: skip
-    """J^T J (lower triangle) and J^T r at q, with r the residuals left in fv by `_chi2`.
+def _jacobian(q, n, smp, mdl, pfull, jac, ascending):
+    """J^T J (lower triangle) and J^T r at q, r being the residuals left by `_chi2` at q.
 
-    J (one row of jmat per free parameter) is the Jacobian of the weighted model. Each free
-    parameter's row is non-zero only on [clo, chi) (its lines' reach; the whole range for
-    background terms): only that range is cleared and summed, and pairs of parameters whose
-    ranges do not overlap (lines far apart) cost nothing.
+    ``jac`` is ``(jmat, clo, chi, jtj, jtr)``: J has one row of jmat per free parameter (the
+    derivative of the weighted model). A row is non-zero only on [clo, chi) (its lines'
+    reach; everything for background terms): only that range is cleared and summed, and
+    pairs of parameters whose ranges do not overlap (lines far apart) cost nothing.
     """
+    nl, nbg, seg_ref, root, scale, offset = mdl
+    jmat, clo, chi, jtj, jtr = jac
+    lam = smp[_LAM]
+    wv = smp[_W]
+    gv = smp[_GAUSS]
     nfree = q.shape[0]
     _full_params(q, root, scale, offset, pfull)
     for f in range(nfree):
@@ -461,9 +545,9 @@ def _jacobian(
     for ln in range(nl):
         amp = pfull[3 * ln]
         cen = pfull[3 * ln + 1]
-        wid = pfull[3 * ln + 2]
-        inv = 1.0 / wid
-        i0, i1 = _line_range(lam, n, ascending, cen, wid, _REACH)
+        inv = 1.0 / pfull[3 * ln + 2]
+        i0, i1 = _line_range(lam, n, ascending, cen, pfull[3 * ln + 2], _REACH)
+        _gaussian(lam, i0, i1, cen, inv, gv)
         # d/dA = g, d/dc = A g z / w, d/dw = A g z^2 / w, with z = (x - c) / w
         ra = int(root[3 * ln])
         rc = int(root[3 * ln + 1])
@@ -472,29 +556,30 @@ def _jacobian(
             sa = scale[3 * ln]
             ja = jmat[ra]
             for i in range(i0, i1):
+                ja[i] += sa * gv[i] * wv[i]
+        if rc >= 0 and rw >= 0:
+            sc = scale[3 * ln + 1] * amp * inv
+            sw = scale[3 * ln + 2] * amp * inv
+            jc = jmat[rc]
+            jw = jmat[rw]
+            for i in range(i0, i1):
                 z = (lam[i] - cen) * inv
-                ja[i] += sa * math.exp(-0.5 * z * z) * wv[i]
-        if rc >= 0 or rw >= 0:
-            sc = scale[3 * ln + 1] * amp * inv if rc >= 0 else 0.0
-            sw = scale[3 * ln + 2] * amp * inv if rw >= 0 else 0.0
-            jc = jmat[max(rc, 0)]
-            jw = jmat[max(rw, 0)]
-            if rc >= 0 and rw >= 0:
-                for i in range(i0, i1):
-                    z = (lam[i] - cen) * inv
-                    gz = math.exp(-0.5 * z * z) * wv[i] * z
-                    jc[i] += sc * gz
-                    jw[i] += sw * gz * z
-            elif rc >= 0:
-                for i in range(i0, i1):
-                    z = (lam[i] - cen) * inv
-                    jc[i] += sc * math.exp(-0.5 * z * z) * wv[i] * z
-            else:
-                for i in range(i0, i1):
-                    z = (lam[i] - cen) * inv
-                    jw[i] += sw * math.exp(-0.5 * z * z) * wv[i] * z * z
+                gz = gv[i] * wv[i] * z
+                jc[i] += sc * gz
+                jw[i] += sw * gz * z
+        elif rc >= 0:
+            sc = scale[3 * ln + 1] * amp * inv
+            jc = jmat[rc]
+            for i in range(i0, i1):
+                jc[i] += sc * gv[i] * wv[i] * (lam[i] - cen) * inv
+        elif rw >= 0:
+            sw = scale[3 * ln + 2] * amp * inv
+            jw = jmat[rw]
+            for i in range(i0, i1):
+                z = (lam[i] - cen) * inv
+                jw[i] += sw * gv[i] * wv[i] * z * z
     for i in range(n):
-        s = int(segv[i])
+        s = int(smp[_SEG, i])
         t = lam[i] - seg_ref[s]
         base = nlp + s * nbg
         tk = wv[i]
@@ -503,6 +588,7 @@ def _jacobian(
             if r >= 0:
                 jmat[r, i] += scale[base + k] * tk
             tk *= t
+    res = smp[_RES]
     for a in range(nfree):
         ja = jmat[a]
         la = int(clo[a])
@@ -511,7 +597,7 @@ def _jacobian(
             lo = max(la, int(clo[b]))
             hi = min(ha, int(chi[b]))
             jtj[a, b] = _dot(ja, jmat[b], lo, hi) if hi > lo else 0.0
-        jtr[a] = _dot(ja, fv, la, ha)
+        jtr[a] = _dot(ja, res, la, ha)
 
 
 @_jit
@@ -533,21 +619,22 @@ def _work_size(spec, nw):
     nl = int(spec[SPEC_N_LINES])
     nfree = int(spec[SPEC_N_FREE])
     nfull = 3 * nl + int(spec[SPEC_N_SEGMENTS]) * (int(spec[SPEC_DEGREE]) + 1)
-    return (7 + nfree) * nw + 10 * nfree + 4 * nfree * nfree + nfull
+    return (_N_ROWS + nfree) * nw + 10 * nfree + 4 * nfree * nfree + nfull
 
 
 @_jit
 def _compact(y, err, wave, photon, floor, spec, work):
-    """Copy the valid samples into work (float64); return their number.
+    """Copy the valid samples into the sample block at the start of work; return their number.
 
-    Valid: finite data, wavelength and error, error > 0, inside a background segment.
-    Layout: wavelength, data, 1/error, segment index, photon and floor noise terms, each in a
-    block of len(y). This is the only part compiled once per data dtype.
+    Valid: finite data, wavelength and error, error > 0, inside a background segment. The
+    block has `_N_ROWS` rows of len(y) (`_LAM`, `_Y`, ...). This is the only part compiled
+    once per data dtype.
     """
     nseg = int(spec[SPEC_N_SEGMENTS])
     seg_min = spec[SPEC_HEADER : SPEC_HEADER + nseg]
     seg_max = spec[SPEC_HEADER + nseg : SPEC_HEADER + 2 * nseg]
     nw = y.shape[0]
+    smp = work[: _N_ROWS * nw].reshape((_N_ROWS, nw))
     n = 0
     for i in range(nw):
         x = wave[i]
@@ -562,21 +649,18 @@ def _compact(y, err, wave, photon, floor, spec, work):
                 break
         if s < 0:
             continue
-        work[n] = x
-        work[nw + n] = yi
-        work[2 * nw + n] = 1.0 / ei
-        work[3 * nw + n] = s
-        work[4 * nw + n] = photon[i]
-        work[5 * nw + n] = floor[i]
+        smp[_LAM, n] = x
+        smp[_Y, n] = yi
+        smp[_W, n] = 1.0 / ei
+        smp[_SEG, n] = s
+        smp[_PHOTON, n] = photon[i]
+        smp[_FLOOR, n] = floor[i]
         n += 1
     return n
 
 
 @_jit
-def _moments(
-    q, n, lam, yv, wv, segv, nl, nbg, seg_ref, root, scale, offset, pfull, fv, lower, upper,
-    ascending,
-):  # fmt: skip
+def _moments(q, n, smp, mdl, pfull, lower, upper, ascending):
     """Per-pixel centroid and width of isolated lines from the moments of their excess.
 
     The excess is the data minus the rest of the model (background and the other lines) in
@@ -584,10 +668,12 @@ def _moments(
     if its centroid and width are free and its own (not tied), no other line is near, and
     the excess is significant. Returns the number of lines changed.
     """
-    nfree = q.shape[0]
+    nl, nbg, seg_ref, root, scale, offset = mdl
+    lam = smp[_LAM]
+    wv = smp[_W]
+    res = smp[_RES]
     changed = 0
-    _chi2(q, n, lam, yv, wv, segv, nl, nbg, seg_ref, root, scale, offset, pfull, fv, ascending)
-    # fv now holds (y - model) / sigma at q
+    _chi2(q, n, smp, mdl, pfull, ascending)
     for ln in range(nl):
         rc = int(root[3 * ln + 1])
         rw = int(root[3 * ln + 2])
@@ -621,8 +707,7 @@ def _moments(
         inv = 1.0 / wid
         for i in range(i0, i1):
             z = (lam[i] - cen) * inv
-            own_model = amp * math.exp(-0.5 * z * z)
-            e = fv[i] / wv[i] + own_model  # data minus the rest of the model
+            e = res[i] / wv[i] + amp * math.exp(-0.5 * z * z)  # data minus the rest
             var += 1.0 / (wv[i] * wv[i])
             if e > 0.0:
                 s0 += e
@@ -633,7 +718,7 @@ def _moments(
         s2 = 0.0
         for i in range(i0, i1):
             z = (lam[i] - cen) * inv
-            e = fv[i] / wv[i] + amp * math.exp(-0.5 * z * z)
+            e = res[i] / wv[i] + amp * math.exp(-0.5 * z * z)
             if e > 0.0:
                 d = lam[i] - c_new
                 s2 += e * d * d
@@ -647,14 +732,17 @@ def _moments(
 
 
 @_jit
-def _linear_solve(q, q_try, jtj, jtr, amat, rhs, delta, keep, free_kind, lower, upper, nfree):
-    """q_try: q with amplitudes and background at their linear least-squares values.
+def _linear_solve(q, jac, tmp, free_kind, lower, upper):
+    """q with amplitudes and background at their linear least-squares values (in place).
 
     One Gauss-Newton step restricted to the linear parameters (the model is linear in them,
     so the step is exact), from the J^T J, J^T r at q. Amplitudes that come out on their
     lower bound start one rough sigma above it so that centroid and width keep a gradient.
-    Returns False if the linear system is singular.
+    Returns False (q unchanged) if there is no linear parameter or the system is singular.
     """
+    jmat, clo, chi, jtj, jtr = jac
+    q_try, delta, rhs, keep, amat = tmp
+    nfree = q.shape[0]
     nlin = 0
     for f in range(nfree):
         kind = int(free_kind[f])
@@ -677,26 +765,65 @@ def _linear_solve(q, q_try, jtj, jtr, amat, rhs, delta, keep, free_kind, lower, 
     _cholesky_solve(amat, rhs, delta, nfree)
     for f in range(nfree):
         if keep[f] == 0.0:
-            q_try[f] = q[f]
             continue
         v = q[f] + delta[f]
         if int(free_kind[f]) == 0 and lower[f] > -math.inf and v <= lower[f]:
             v = lower[f] + 1.0 / math.sqrt(max(jtj[f, f], 1e-300))
-        q_try[f] = min(max(v, lower[f]), upper[f])
+        q[f] = min(max(v, lower[f]), upper[f])
     return True
 
 
 @_jit
-def _iterate(
-    q, chi2, n, lam, yv, wv, segv, nl, nbg, seg_ref, root, scale, offset, pfull, fv, jmat,
-    clo, chi, jtj, jtr, q_try, delta, rhs, frozen, amat, lower, upper, max_iter, ftol, xtol,
-    ascending,
-):  # fmt: skip
-    """Bounded Levenberg-Marquardt from q (jtj, jtr, fv already at q).
+def _start(q, p0, n, smp, mdl, pfull, jac, tmp, free_root, free_kind, lower, upper,
+           rescale, moments, ascending):  # fmt: skip
+    """Starting point: initial values clipped into the bounds, then (with `rescale`) the
+    moments of isolated lines and the linear solve of amplitudes and background.
 
-    Returns (status, iterations, chi2); on return q, fv, jtj and jtr belong to the same point.
-    Trial points cost one chi2 evaluation; J is rebuilt only at accepted points.
+    Returns chi2 at the start (NaN if the initial values are not usable); on return the
+    residuals, J^T J and J^T r belong to q.
     """
+    nfree = q.shape[0]
+    for f in range(nfree):
+        v = p0[int(free_root[f])]
+        if not math.isfinite(v):
+            return np.nan
+        q[f] = min(max(v, lower[f]), upper[f])
+    chi2 = _chi2(q, n, smp, mdl, pfull, ascending)
+    if not math.isfinite(chi2):
+        return np.nan
+    _jacobian(q, n, smp, mdl, pfull, jac, ascending)
+    if not rescale:
+        return chi2
+    q_try = tmp[0]
+    for f in range(nfree):
+        q_try[f] = q[f]  # to fall back on
+    if not _linear_solve(q, jac, tmp, free_kind, lower, upper):
+        return chi2
+    if moments and _moments(q, n, smp, mdl, pfull, lower, upper, ascending) > 0:
+        _chi2(q, n, smp, mdl, pfull, ascending)
+        _jacobian(q, n, smp, mdl, pfull, jac, ascending)
+        _linear_solve(q, jac, tmp, free_kind, lower, upper)
+    chi2_start = _chi2(q, n, smp, mdl, pfull, ascending)
+    if not math.isfinite(chi2_start):  # back to the clipped initial values
+        for f in range(nfree):
+            q[f] = q_try[f]
+        chi2_start = _chi2(q, n, smp, mdl, pfull, ascending)
+    _jacobian(q, n, smp, mdl, pfull, jac, ascending)
+    return chi2_start
+
+
+@_jit
+def _iterate(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper, max_iter, ftol, xtol,
+             ascending):  # fmt: skip
+    """Bounded Levenberg-Marquardt from q (residuals, J^T J and J^T r already at q).
+
+    Returns (status, iterations, chi2); on return q, the residuals, J^T J and J^T r all
+    belong to the same point. Trial points cost one chi2 evaluation; J is rebuilt only at
+    accepted points. Parameters on a bound whose descent direction points outward are
+    frozen for the step (active set); trial points are clipped into the box.
+    """
+    jmat, clo, chi, jtj, jtr = jac
+    q_try, delta, rhs, free, amat = tmp
     nfree = q.shape[0]
     dof = max(n - nfree, 1)
     lmb = _LAMBDA_START
@@ -713,7 +840,7 @@ def _iterate(
         floor = _DIAG_FLOOR * maxdiag + 1e-300
         for f in range(nfree):
             frz = (q[f] <= lower[f] and jtr[f] <= 0.0) or (q[f] >= upper[f] and jtr[f] >= 0.0)
-            frozen[f] = 0.0 if frz else 1.0  # 1.0: free to move (a keep flag)
+            free[f] = 0.0 if frz else 1.0
         accepted = False
         converged_now = False
         first_try = True
@@ -722,17 +849,17 @@ def _iterate(
         chi2_try = chi2
         while lmb <= _LAMBDA_MAX:
             for a in range(nfree):
-                if frozen[a] == 0.0:
+                if free[a] == 0.0:
                     for b in range(a + 1):
                         amat[a, b] = 0.0
                     amat[a, a] = 1.0
                     rhs[a] = 0.0
                     continue
                 for b in range(a):
-                    amat[a, b] = 0.0 if frozen[b] == 0.0 else jtj[a, b]
+                    amat[a, b] = 0.0 if free[b] == 0.0 else jtj[a, b]
                 amat[a, a] = jtj[a, a] + lmb * max(jtj[a, a], floor)
                 rhs[a] = jtr[a]
-            if _cholesky(amat, nfree, frozen) < 0:
+            if _cholesky(amat, nfree, free) < 0:
                 _cholesky_solve(amat, rhs, delta, nfree)
                 clipped = False
                 for f in range(nfree):
@@ -754,10 +881,7 @@ def _iterate(
                         converged_now = True
                         break
                 first_try = False
-                chi2_try = _chi2(
-                    q_try, n, lam, yv, wv, segv, nl, nbg, seg_ref, root, scale, offset, pfull,
-                    fv, ascending,
-                )  # fmt: skip
+                chi2_try = _chi2(q_try, n, smp, mdl, pfull, ascending)
                 if math.isfinite(chi2_try) and chi2_try <= chi2:
                     accepted = True
                     lam_used = lmb
@@ -776,10 +900,9 @@ def _iterate(
             break
         if not accepted:
             # No step lowers chi2. After accepted steps this is the (bounded) minimum to
-            # machine precision; from the start it is not a verified minimum. fv was
-            # overwritten by the rejected trials: restore it (and jtj, jtr are still at q).
-            _chi2(q, n, lam, yv, wv, segv, nl, nbg, seg_ref, root, scale, offset, pfull, fv,
-                  ascending)  # fmt: skip
+            # machine precision; from the start it is not a verified minimum. The rejected
+            # trials overwrote the residuals: restore them (J^T J, J^T r are still at q).
+            _chi2(q, n, smp, mdl, pfull, ascending)
             status = _ST_CONVERGED if n_accepted > 0 else _ST_NO_STEP
             break
         n_accepted += 1
@@ -787,8 +910,7 @@ def _iterate(
             delta[a] = q_try[a] - q[a]  # the step taken
             q[a] = q_try[a]
         chi2 = chi2_try
-        _jacobian(q, n, lam, wv, segv, nl, nbg, seg_ref, root, scale, offset, pfull, fv, jmat,
-                  clo, chi, jtj, jtr, ascending)  # fmt: skip
+        _jacobian(q, n, smp, mdl, pfull, jac, ascending)
         s2 = max(chi2 / dof, 1e-300)
         small_step = True
         for f in range(nfree):
@@ -801,28 +923,65 @@ def _iterate(
 
 
 @_jit
-def _reweight(n, yv, wv, pv, bv, fv):
+def _reweight(n, smp):
     """Weights 1/sigma with sigma**2 = photon * max(model, 0) + floor, model = y - r sigma.
 
-    fv must hold the weighted residuals of the current fit; samples whose noise terms are
+    The residuals in smp must be those of the current fit; samples whose noise terms are
     not finite (or give sigma <= 0) keep their weight. Returns the number reweighted.
     """
     count = 0
     for i in range(n):
-        p = pv[i]
-        b = bv[i]
+        p = smp[_PHOTON, i]
+        b = smp[_FLOOR, i]
         if not (math.isfinite(p) and math.isfinite(b)):
             continue
-        model = yv[i] - fv[i] / wv[i]
+        model = smp[_Y, i] - smp[_RES, i] / smp[_W, i]
         var = p * max(model, 0.0) + b
         if var > 0.0 and math.isfinite(var):
-            wv[i] = 1.0 / math.sqrt(var)
+            smp[_W, i] = 1.0 / math.sqrt(var)
             count += 1
     return count
 
 
 @_jit
-def _significance(q, jtj, amat, rhs, delta, keep, free_kind, nfree, factor, root, nl, sig):
+def _identifiable(q, pfull, root, nl, free_kind, lower, upper, keep):
+    """keep[f] = 1 for the free parameters that the data constrain at the solution.
+
+    Left out: parameters on a bound, and centroids/widths that only serve lines of zero
+    amplitude. Returns whether any free parameter is on a bound.
+    """
+    any_bound = False
+    for f in range(q.shape[0]):
+        at = q[f] <= lower[f] or q[f] >= upper[f]
+        keep[f] = 0.0 if at else 1.0
+        any_bound = any_bound or at
+        kind = int(free_kind[f])
+        if not at and (kind == 1 or kind == 2):
+            ident = False
+            for ln in range(nl):
+                if int(root[3 * ln + kind]) == f and pfull[3 * ln] != 0.0:
+                    ident = True
+            if not ident:
+                keep[f] = 0.0
+    return any_bound
+
+
+@_jit
+def _covariance(jtj, amat, linv, keep, cov):
+    """cov = (J^T J)^-1 over the kept parameters (NaN elsewhere), dropping any parameter
+    that leaves the matrix singular; returns True if one was dropped."""
+    nfree = jtj.shape[0]
+    singular = _factor_kept(jtj, amat, keep, nfree) > 0
+    _cholesky_inverse(amat, linv, cov, nfree)
+    for a in range(nfree):
+        for b in range(nfree):
+            if keep[a] == 0.0 or keep[b] == 0.0:
+                cov[a, b] = np.nan
+    return singular
+
+
+@_jit
+def _significance(q, jtj, tmp, free_kind, factor, root, nl, sig):
     """Per line: amplitude / sigma(amplitude | centroids and widths fixed).
 
     The linear block of J^T J (amplitudes and background) is factored; the variance of a
@@ -830,6 +989,8 @@ def _significance(q, jtj, amat, rhs, delta, keep, free_kind, nfree, factor, root
     squares problem, (amplitude / sigma)**2 is exactly the chi2 increase when the line is
     removed and the other linear parameters are refit. NaN for fixed amplitudes.
     """
+    q_try, x, rhs, keep, amat = tmp
+    nfree = q.shape[0]
     for f in range(nfree):
         kind = int(free_kind[f])
         keep[f] = 1.0 if (kind == 0 or kind == 3) else 0.0
@@ -839,207 +1000,33 @@ def _significance(q, jtj, amat, rhs, delta, keep, free_kind, nfree, factor, root
         r = int(root[3 * ln])
         if r < 0 or keep[r] == 0.0:
             continue
-        # forward solve L x = e_r; x is zero above r
+        # forward solve L x = e_r (x is zero above r)
         for i in range(nfree):
-            delta[i] = 0.0
-        delta[r] = 1.0 / amat[r, r]
+            x[i] = 0.0
+        x[r] = 1.0 / amat[r, r]
         for i in range(r + 1, nfree):
             if keep[i] == 0.0:
                 continue
             s = 0.0
             for k in range(r, i):
-                s -= amat[i, k] * delta[k]
-            delta[i] = s / amat[i, i]
+                s -= amat[i, k] * x[k]
+            x[i] = s / amat[i, i]
         var = 0.0
         for i in range(r, nfree):
-            var += delta[i] * delta[i]
+            var += x[i] * x[i]
         var *= factor
         sig[ln] = q[r] / math.sqrt(var) if var > 0.0 else np.nan
 
 
 @_jit
-def _fit_pixel(work, nw, n, p0, spec, out):
-    """Fit the n valid samples put into work by `_compact`; write the packed results.
-
-    Never raises for bad data: failures are status codes with NaN parameters.
-    """
-    nl = int(spec[SPEC_N_LINES])
-    nbg = int(spec[SPEC_DEGREE]) + 1
-    nseg = int(spec[SPEC_N_SEGMENTS])
-    nfree = int(spec[SPEC_N_FREE])
-    max_iter = int(spec[SPEC_MAX_ITER])
-    ftol = spec[SPEC_FTOL]
-    xtol = spec[SPEC_XTOL]
-    min_valid = int(spec[SPEC_MIN_VALID])
-    scale_errors = spec[SPEC_SCALE_ERRORS] != 0.0
-    rescale = spec[SPEC_RESCALE] != 0.0
-    moments = spec[SPEC_MOMENTS] != 0.0
-    reweight = spec[SPEC_REWEIGHT] != 0.0
-    full_cov = spec[SPEC_FULL_COV] != 0.0
-    nfull = 3 * nl + nseg * nbg
-    o = SPEC_HEADER + 2 * nseg
-    seg_ref = spec[o : o + nseg]
-    o += nseg
-    root = spec[o : o + nfull]
-    scale = spec[o + nfull : o + 2 * nfull]
-    offset = spec[o + 2 * nfull : o + 3 * nfull]
-    o += 3 * nfull
-    free_root = spec[o : o + nfree]
-    lower = spec[o + nfree : o + 2 * nfree]
-    upper = spec[o + 2 * nfree : o + 3 * nfree]
-    free_kind = spec[o + 3 * nfree : o + 4 * nfree]
-
-    # packed output offsets (same order as _PACKED_BLOCKS)
+def _pack(out, q, pfull, cov, factor, mdl, nfree, lower, upper, full_cov):
+    """Parameters, errors, per-line covariance terms, at-bound flags, full covariance."""
+    nl, nbg, seg_ref, root, scale, offset = mdl
+    nfull = pfull.shape[0]
     o_err = nfull
     o_cov = 2 * nfull
-    o_sig = o_cov + 3 * nl
-    o_bound = o_sig + nl
-    o_det = o_bound + nl
-    o_chi2 = o_det + nl
-    o_fullcov = o_chi2 + 4
-    for k in range(o_chi2 + 1):
-        out[k] = np.nan
-    out[o_chi2 + 1] = 0.0
-    if full_cov:
-        for k in range(nfree * nfree):
-            out[o_fullcov + k] = np.nan
-
-    # views into the scratch array (layout: see _work_size and _compact)
-    nf2 = nfree * nfree
-    lam = work[0:nw]
-    yv = work[nw : 2 * nw]
-    wv = work[2 * nw : 3 * nw]
-    segv = work[3 * nw : 4 * nw]
-    pv = work[4 * nw : 5 * nw]
-    bv = work[5 * nw : 6 * nw]
-    fv = work[6 * nw : 7 * nw]
-    jmat = work[7 * nw : (7 + nfree) * nw].reshape((nfree, nw))
-    o = (7 + nfree) * nw
-    q = work[o : o + nfree]
-    q_try = work[o + nfree : o + 2 * nfree]
-    delta = work[o + 2 * nfree : o + 3 * nfree]
-    jtr = work[o + 3 * nfree : o + 4 * nfree]
-    rhs = work[o + 4 * nfree : o + 5 * nfree]
-    frozen = work[o + 5 * nfree : o + 6 * nfree]
-    keep = work[o + 6 * nfree : o + 7 * nfree]
-    clo = work[o + 7 * nfree : o + 8 * nfree]
-    chi = work[o + 8 * nfree : o + 9 * nfree]
-    o += 10 * nfree
-    jtj = work[o : o + nf2].reshape((nfree, nfree))
-    amat = work[o + nf2 : o + 2 * nf2].reshape((nfree, nfree))
-    cov = work[o + 2 * nf2 : o + 3 * nf2].reshape((nfree, nfree))
-    pfull = work[o + 4 * nf2 : o + 4 * nf2 + nfull]
-
-    out[o_chi2 + 2] = n
-    if n == 0:
-        out[o_chi2 + 3] = _ST_ALL_NAN
-        return
-    if n < min_valid or n <= nfree:
-        out[o_chi2 + 3] = _ST_TOO_FEW
-        return
-    ascending = True
-    for i in range(1, n):
-        if not lam[i] > lam[i - 1]:
-            ascending = False
-            break
-
-    # ---- start: initial values in the bounds, moments, linear solve
-    for f in range(nfree):
-        v = p0[int(free_root[f])]
-        if not math.isfinite(v):
-            out[o_chi2 + 3] = _ST_BAD_INITIAL
-            return
-        q[f] = min(max(v, lower[f]), upper[f])
-    chi2 = _chi2(q, n, lam, yv, wv, segv, nl, nbg, seg_ref, root, scale, offset, pfull, fv,
-                 ascending)  # fmt: skip
-    if not math.isfinite(chi2):
-        out[o_chi2 + 3] = _ST_BAD_INITIAL
-        return
-    _jacobian(q, n, lam, wv, segv, nl, nbg, seg_ref, root, scale, offset, pfull, fv, jmat,
-              clo, chi, jtj, jtr, ascending)  # fmt: skip
-    if rescale and _linear_solve(q, q_try, jtj, jtr, amat, rhs, delta, keep, free_kind, lower,
-                                 upper, nfree):  # fmt: skip
-        for f in range(nfree):
-            q[f] = q_try[f]
-        if moments and _moments(q, n, lam, yv, wv, segv, nl, nbg, seg_ref, root, scale, offset,
-                                pfull, fv, lower, upper, ascending) > 0:  # fmt: skip
-            _chi2(q, n, lam, yv, wv, segv, nl, nbg, seg_ref, root, scale, offset, pfull, fv,
-                  ascending)  # fmt: skip
-            _jacobian(q, n, lam, wv, segv, nl, nbg, seg_ref, root, scale, offset, pfull, fv,
-                      jmat, clo, chi, jtj, jtr, ascending)  # fmt: skip
-            if _linear_solve(q, q_try, jtj, jtr, amat, rhs, delta, keep, free_kind, lower,
-                             upper, nfree):  # fmt: skip
-                for f in range(nfree):
-                    q[f] = q_try[f]
-        chi2_start = _chi2(q, n, lam, yv, wv, segv, nl, nbg, seg_ref, root, scale, offset,
-                           pfull, fv, ascending)  # fmt: skip
-        if math.isfinite(chi2_start):
-            chi2 = chi2_start
-            _jacobian(q, n, lam, wv, segv, nl, nbg, seg_ref, root, scale, offset, pfull, fv,
-                      jmat, clo, chi, jtj, jtr, ascending)  # fmt: skip
-        else:  # keep the clipped initial values
-            for f in range(nfree):
-                q[f] = min(max(p0[int(free_root[f])], lower[f]), upper[f])
-            chi2 = _chi2(q, n, lam, yv, wv, segv, nl, nbg, seg_ref, root, scale, offset,
-                         pfull, fv, ascending)  # fmt: skip
-            _jacobian(q, n, lam, wv, segv, nl, nbg, seg_ref, root, scale, offset, pfull, fv,
-                      jmat, clo, chi, jtj, jtr, ascending)  # fmt: skip
-
-    # ---- iterate (and once more with weights from the model)
-    status, n_iter, chi2 = _iterate(
-        q, chi2, n, lam, yv, wv, segv, nl, nbg, seg_ref, root, scale, offset, pfull, fv, jmat,
-        clo, chi, jtj, jtr, q_try, delta, rhs, frozen, amat, lower, upper, max_iter, ftol,
-        xtol, ascending,
-    )  # fmt: skip
-    if reweight and _reweight(n, yv, wv, pv, bv, fv) > 0:
-        chi2 = _chi2(q, n, lam, yv, wv, segv, nl, nbg, seg_ref, root, scale, offset, pfull,
-                     fv, ascending)  # fmt: skip
-        _jacobian(q, n, lam, wv, segv, nl, nbg, seg_ref, root, scale, offset, pfull, fv, jmat,
-                  clo, chi, jtj, jtr, ascending)  # fmt: skip
-        status2, n_iter2, chi2 = _iterate(
-            q, chi2, n, lam, yv, wv, segv, nl, nbg, seg_ref, root, scale, offset, pfull, fv,
-            jmat, clo, chi, jtj, jtr, q_try, delta, rhs, frozen, amat, lower, upper,
-            max_iter, ftol, xtol, ascending,
-        )  # fmt: skip
-        n_iter += n_iter2
-        if status2 != _ST_NO_STEP or status == _ST_NO_STEP:
-            status = status2
-    dof = n - nfree
-    out[o_chi2] = chi2 / dof
-    out[o_chi2 + 1] = n_iter
-    factor = max(chi2 / dof, 0.0) if scale_errors else 1.0
-    _full_params(q, root, scale, offset, pfull)
-
-    # ---- covariance over the identifiable free parameters
-    any_bound = False
-    for f in range(nfree):
-        at = q[f] <= lower[f] or q[f] >= upper[f]
-        keep[f] = 0.0 if at else 1.0
-        any_bound = any_bound or at
-        kind = int(free_kind[f])
-        if not at and (kind == 1 or kind == 2):
-            # a centroid or width is identifiable only through a line of non-zero amplitude
-            ident = False
-            for ln in range(nl):
-                if int(root[3 * ln + kind]) == f and pfull[3 * ln] != 0.0:
-                    ident = True
-            if not ident:
-                keep[f] = 0.0
-    singular = _factor_kept(jtj, amat, keep, nfree) > 0
-    for f in range(nfree):
-        for a in range(nfree):
-            rhs[a] = 0.0
-        rhs[f] = 1.0
-        _cholesky_solve(amat, rhs, delta, nfree)
-        for a in range(nfree):
-            cov[a, f] = delta[a] if (keep[a] != 0.0 and keep[f] != 0.0) else np.nan
-    if status == _ST_CONVERGED and any_bound:
-        status = _ST_AT_BOUND
-    if singular and (status == _ST_CONVERGED or status == _ST_AT_BOUND):
-        status = _ST_SINGULAR
-    out[o_chi2 + 3] = status
-
-    # ---- pack
+    o_bound = o_cov + 4 * nl
+    o_fullcov = o_bound + 2 * nl + 4
     for j in range(nfull):
         out[j] = pfull[j]
         r = int(root[j])
@@ -1066,12 +1053,112 @@ def _fit_pixel(work, nw, n, p0, spec, out):
         for a in range(nfree):
             for b in range(nfree):
                 out[o_fullcov + a * nfree + b] = cov[a, b] * factor
-    _significance(q, jtj, amat, rhs, delta, keep, free_kind, nfree, factor, root, nl,
-                  out[o_sig : o_sig + nl])  # fmt: skip
+
+
+@_jit
+def _fit_pixel(work, nw, n, p0, spec, out):
+    """Fit the n valid samples put into work by `_compact`; write the packed results.
+
+    Never raises for bad data: failures are status codes with NaN parameters.
+    """
+    nl = int(spec[SPEC_N_LINES])
+    nbg = int(spec[SPEC_DEGREE]) + 1
+    nseg = int(spec[SPEC_N_SEGMENTS])
+    nfree = int(spec[SPEC_N_FREE])
+    nfull = 3 * nl + nseg * nbg
+    o = SPEC_HEADER + 2 * nseg
+    seg_ref = spec[o : o + nseg]
+    o += nseg
+    root = spec[o : o + nfull]
+    scale = spec[o + nfull : o + 2 * nfull]
+    offset = spec[o + 2 * nfull : o + 3 * nfull]
+    o += 3 * nfull
+    free_root = spec[o : o + nfree]
+    lower = spec[o + nfree : o + 2 * nfree]
+    upper = spec[o + 2 * nfree : o + 3 * nfree]
+    free_kind = spec[o + 3 * nfree : o + 4 * nfree]
+    mdl = (nl, nbg, seg_ref, root, scale, offset)
+    full_cov = spec[SPEC_FULL_COV] != 0.0
+
+    # packed output offsets (same order as _PACKED_BLOCKS)
+    o_sig = 2 * nfull + 3 * nl
+    o_det = o_sig + 2 * nl
+    o_chi2 = o_det + nl
+    for k in range(o_chi2 + 1):
+        out[k] = np.nan
+    out[o_chi2 + 1] = 0.0
+    if full_cov:
+        for k in range(nfree * nfree):
+            out[o_chi2 + 4 + k] = np.nan
+    out[o_chi2 + 2] = n
+    if n == 0:
+        out[o_chi2 + 3] = _ST_ALL_NAN
+        return
+    if n < int(spec[SPEC_MIN_VALID]) or n <= nfree:
+        out[o_chi2 + 3] = _ST_TOO_FEW
+        return
+
+    # views into the scratch array (sizes: see _work_size)
+    smp = work[: _N_ROWS * nw].reshape((_N_ROWS, nw))
+    o = _N_ROWS * nw
+    jmat = work[o : o + nfree * nw].reshape((nfree, nw))
+    o += nfree * nw
+    vec = work[o : o + 10 * nfree].reshape((10, nfree))
+    q, q_try, delta, jtr, rhs, keep, clo, chi = vec[0], vec[1], vec[2], vec[3], vec[4], \
+        vec[5], vec[6], vec[7]  # fmt: skip
+    o += 10 * nfree
+    mats = work[o : o + 4 * nfree * nfree].reshape((4, nfree, nfree))
+    jtj, amat, cov, linv = mats[0], mats[1], mats[2], mats[3]
+    pfull = work[o + 4 * nfree * nfree : o + 4 * nfree * nfree + nfull]
+    jac = (jmat, clo, chi, jtj, jtr)
+    tmp = (q_try, delta, rhs, keep, amat)
+
+    ascending = True
+    lam = smp[_LAM]
+    for i in range(1, n):
+        if not lam[i] > lam[i - 1]:
+            ascending = False
+            break
+
+    chi2 = _start(q, p0, n, smp, mdl, pfull, jac, tmp, free_root, free_kind, lower, upper,
+                  spec[SPEC_RESCALE] != 0.0, spec[SPEC_MOMENTS] != 0.0, ascending)  # fmt: skip
+    if not math.isfinite(chi2):
+        out[o_chi2 + 3] = _ST_BAD_INITIAL
+        return
+    max_iter = int(spec[SPEC_MAX_ITER])
+    ftol = spec[SPEC_FTOL]
+    xtol = spec[SPEC_XTOL]
+    status, n_iter, chi2 = _iterate(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper,
+                                    max_iter, ftol, xtol, ascending)  # fmt: skip
+    if spec[SPEC_REWEIGHT] != 0.0 and _reweight(n, smp) > 0:
+        # weights from the fitted model, then iterate once more from the solution
+        chi2 = _chi2(q, n, smp, mdl, pfull, ascending)
+        _jacobian(q, n, smp, mdl, pfull, jac, ascending)
+        status2, n_iter2, chi2 = _iterate(q, chi2, n, smp, mdl, pfull, jac, tmp, lower,
+                                          upper, max_iter, ftol, xtol, ascending)  # fmt: skip
+        n_iter += n_iter2
+        if status2 != _ST_NO_STEP or status == _ST_NO_STEP:
+            status = status2
+
+    dof = n - nfree
+    out[o_chi2] = chi2 / dof
+    out[o_chi2 + 1] = n_iter
+    factor = max(chi2 / dof, 0.0) if spec[SPEC_SCALE_ERRORS] != 0.0 else 1.0
+    _full_params(q, root, scale, offset, pfull)
+    any_bound = _identifiable(q, pfull, root, nl, free_kind, lower, upper, keep)
+    singular = _covariance(jtj, amat, linv, keep, cov)
+    if status == _ST_CONVERGED and any_bound:
+        status = _ST_AT_BOUND
+    if singular and (status == _ST_CONVERGED or status == _ST_AT_BOUND):
+        status = _ST_SINGULAR
+    out[o_chi2 + 3] = status
+    _pack(out, q, pfull, cov, factor, mdl, nfree, lower, upper, full_cov)
+    _significance(q, jtj, tmp, free_kind, factor, root, nl, out[o_sig : o_sig + nl])
+    detection = spec[SPEC_DETECTION]
     for ln in range(nl):
         if pfull[3 * ln] == 0.0:
             out[o_sig + ln] = 0.0
-        out[o_det + ln] = 1.0 if out[o_sig + ln] >= spec[SPEC_DETECTION] else 0.0
+        out[o_det + ln] = 1.0 if out[o_sig + ln] >= detection else 0.0
 
 
 # ----------------------------------------------------------------------------- adaptive
