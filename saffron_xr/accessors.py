@@ -105,9 +105,9 @@ class SaffronDataArrayAccessor:
         merge_blends=True,
         refine_range=0.15,
         centroid_range=0.4,
-        width_bounds=(0.5, 3.0),
+        width_bounds=None,
         amplitude_bounds=(None, None),
-        background_degree=0,
+        background_degree=1,
         min_valid_fraction=0.8,
         return_report=False,
     ):
@@ -245,9 +245,9 @@ class SaffronDataTreeAccessor:
         merge_blends=True,
         refine_range=0.15,
         centroid_range=0.4,
-        width_bounds=(0.5, 3.0),
+        width_bounds=None,
         amplitude_bounds=(None, None),
-        background_degree=0,
+        background_degree=1,
         min_valid_fraction=0.8,
     ):
         """Initial LineModel of every window; see :func:`saffron_xr.catalog.guess_models`

@@ -137,6 +137,8 @@ _REACH = 8.0
 _MOMENT_REACH = 2.5
 _MOMENT_ISOLATION = 1.5
 _MOMENT_SNR = 5.0
+# Fits with weights from the model: passes after the first fit.
+_REWEIGHT_PASSES = 2
 # Variance of a Gaussian truncated at +-2.5 sigma, over the untruncated variance.
 _MOMENT_TRUNCATION = 0.9113
 
@@ -232,7 +234,7 @@ def pack_spec(
     header[SPEC_RESCALE] = float(bool(rescale_initial))
     header[SPEC_THRESHOLD_AMPLITUDE : SPEC_THRESHOLD_WIDTH + 1] = thresholds
     header[SPEC_MOMENTS] = float(bool(moments))
-    header[SPEC_REWEIGHT] = float(bool(reweight))
+    header[SPEC_REWEIGHT] = _REWEIGHT_PASSES if reweight else 0
     header[SPEC_FULL_COV] = float(bool(full_cov))
     header[SPEC_DETECTION] = detection
     free_kind = np.asarray(compiled.full_kind)[np.asarray(compiled.free_root, dtype=np.int64)]
@@ -1128,10 +1130,19 @@ def _fit_pixel(work, nw, n, p0, spec, out):
     max_iter = int(spec[SPEC_MAX_ITER])
     ftol = spec[SPEC_FTOL]
     xtol = spec[SPEC_XTOL]
+    n_passes = int(spec[SPEC_REWEIGHT])
+    if n_passes > 0 and _reweight(n, smp) > 0:
+        # weights from the starting model rather than from the noisy data
+        chi2 = _chi2(q, n, smp, mdl, pfull, ascending)
+        _jacobian(q, n, smp, mdl, pfull, jac, ascending)
+        n_passes -= 1
     status, n_iter, chi2 = _iterate(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper,
                                     max_iter, ftol, xtol, ascending)  # fmt: skip
-    if spec[SPEC_REWEIGHT] != 0.0 and _reweight(n, smp) > 0:
-        # weights from the fitted model, then iterate once more from the solution
+    for _pass in range(n_passes):
+        # weights from the fitted model, then iterate again from the solution (the
+        # starting model's weights are close, but its centroids and widths are the guess)
+        if _reweight(n, smp) == 0:
+            break
         chi2 = _chi2(q, n, smp, mdl, pfull, ascending)
         _jacobian(q, n, smp, mdl, pfull, jac, ascending)
         status2, n_iter2, chi2 = _iterate(q, chi2, n, smp, mdl, pfull, jac, tmp, lower,
