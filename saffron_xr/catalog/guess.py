@@ -737,9 +737,11 @@ def guess_model(
         names = [c["guess"].name for c in mine]
         anchor = _anchor_of(catalog, names)
         anchors[sg] = anchor
+        # a constant background in the offset search: a sloped one can trade a line at the
+        # window edge for the slope and pick the wrong catalog line as the anchor
         offsets[sg], at_limit[sg] = _offset_profile(
             x[in_s], y[in_s], sigma[in_s], rest, None if anchor is None else names.index(anchor),
-            width, background_degree, max_offset, min(0.01, step / 4.0), spans[sg],
+            width, 0, max_offset, min(0.01, step / 4.0), spans[sg],
         )  # fmt: skip
     for c in list(cands):
         sg = c["segment"]
