@@ -55,8 +55,11 @@ class Case:
         Regular expression the reader's message must match (after the file name); None if
         the reader opens the file.
     batch : str
-        What a batch run must report for this file: ``"failed"``, ``"done"`` or
-        ``"not-done"`` (failed, or skipped with the reason; the runner may do either).
+        What a batch run must report for this file: ``"failed"``, ``"done"``,
+        ``"not-done"`` (failed, or skipped with the reason; the runner may do either) or
+        ``"not-an-input"`` (a folder mode batch does not list it) or ``"window-failed"``
+        (the batch names the window and the problem; the file fails, or is done with the
+        other windows, ``windows_done``).
     batch_problem : str or None
         Regular expression for the batch's reason (default: ``problem``).
     windows_done : tuple of str
@@ -323,8 +326,9 @@ CASES: tuple[Case, ...] = (
         "all-nan-window",
         _nan_window(1),
         None,
-        "failed",
-        batch_problem=r"Ne.VIII.770.*(NaN|no valid|no line)",
+        "window-failed",
+        batch_problem=r"Ne.VIII.770.*(NaN|no wavelength sample valid|no valid)",
+        windows_done=NODES[:1],
     ),
     Case("missing-XPOSURE", _header_edit(0, XPOSURE=None), None, batch_problem="XPOSURE"),
     Case("missing-DETECTOR", _header_edit(1, DETECTOR=None), None, batch_problem="DETECTOR"),
@@ -340,7 +344,8 @@ CASES: tuple[Case, ...] = (
     Case("unknown-DETECTOR", _header_edit(0, DETECTOR="XW"), None, batch_problem="DETECTOR"),
     Case("extra-hdus", _extra_hdus, None, "done"),
     Case("duplicate-extname", _duplicate_extname, r"two windows named 'N IV 765 - Peak'"),
-    Case("folder-named-fits", _directory, r"is a folder"),
+    # a batch walks into a folder whatever its name: not an input there
+    Case("folder-named-fits", _directory, r"is a folder", "not-an-input"),
 )
 
 

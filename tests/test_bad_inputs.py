@@ -192,10 +192,11 @@ def test_corpus_batch_reports_each_file_and_finishes_the_rest(sources, tmp_path)
     summary = run(config)
     text = str(summary)
     by_name = {Path(f.path).name: f for f in summary.files}
-    assert len(by_name) == len(built) + len(good), text
+    inputs = [c.name for c in corpus.CASES if c.batch != "not-an-input"]
+    assert len(by_name) == len(inputs) + len(good), text
     for path in good:
         assert by_name[path.name].status == "done", text
-    for name, case in ((c.name, c) for c in corpus.CASES):
+    for name, case in ((c.name, c) for c in corpus.CASES if c.name in inputs):
         result = by_name[built[name].name]
         line = _summary_line(text, built[name].name)
         if case.batch == "done":
@@ -207,13 +208,18 @@ def test_corpus_batch_reports_each_file_and_finishes_the_rest(sources, tmp_path)
             continue
         if case.batch == "failed":
             assert result.status == "failed", (name, line)
+        elif case.batch == "window-failed":
+            assert result.status in ("failed", "done"), (name, line)
+            if result.status == "done":
+                tree = open_results(result.output)
+                assert tuple(sorted(tree.children)) == tuple(sorted(case.windows_done)), name
         else:  # "not-done": failed or skipped, with the reason
             assert result.status in ("failed", "skipped"), (name, line)
             assert result.output is None or not Path(result.output).exists(), name
         assert re.search(case.reason, line), (name, line)
         if result.status == "failed":
             assert re.search(case.reason, result.error), (name, result.error)
-            assert result.output is None
+            assert result.output is None or not Path(result.output).exists(), name
     out = tmp_path / "out"
     written = sorted(p.name for p in out.iterdir())
     assert not [p for p in written if p.endswith(".part")], written
@@ -239,7 +245,7 @@ def test_corpus_batch_reports_each_file_and_finishes_the_rest(sources, tmp_path)
     assert "Traceback" not in cli.stdout + cli.stderr
     for path in good:
         assert re.search(rf"skipped\s+{re.escape(path.name)}", cli.stdout), cli.stdout
-    for name, case in ((c.name, c) for c in corpus.CASES):
+    for name, case in ((c.name, c) for c in corpus.CASES if c.name in inputs):
         if case.batch == "done":
             continue
         line = _summary_line(cli.stdout, built[name].name)
@@ -262,3 +268,27 @@ def test_corpus_batch_reports_each_file_and_finishes_the_rest(sources, tmp_path)
         timeout=300,
     )
     assert ok.returncode == 0, ok.stdout + ok.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="h3 (issue 14 item 5): the runner fails the whole file when one window's model "
+    "cannot be guessed; it must fit the other windows, write them, and report the window",
+)
+def test_an_all_nan_window_fails_alone(sources, tmp_path):
+    case = next(c for c in corpus.CASES if c.name == "all-nan-window")
+    path = corpus.build(case, sources, tmp_path, 0)
+    cfg = {
+        "files": {"source": [str(path)]},
+        "output": {"folder": "out"},
+        "scheduler": {"kind": "threads", "n_workers": 2},
+        "_base_dir": str(tmp_path),
+    }
+    summary = run(cfg)
+    (result,) = summary.files
+    assert re.search(case.reason, str(summary)), str(summary)
+    assert result.status == "done", str(summary)
+    tree = open_results(result.output)
+    assert tuple(tree.children) == case.windows_done
+    assert float(np.isfinite(tree["N_IV_765_Peak"].dataset["amplitude"]).mean()) > 0.9
