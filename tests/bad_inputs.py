@@ -67,6 +67,8 @@ class Case:
         window groups the output must hold.
     warns : str or None
         Regular expression a logged warning (naming the file) must match.
+    windows_open : tuple of str, optional
+        The windows the reader opens, if not ``windows_done``.
     """
 
     name: str
@@ -76,6 +78,7 @@ class Case:
     batch_problem: str | None = None
     windows_done: tuple = NODES
     warns: str | None = None
+    windows_open: tuple | None = None
 
     @property
     def reason(self) -> str | None:
@@ -304,7 +307,12 @@ CASES: tuple[Case, ...] = (
     ),
     Case("nan-CDELT1", _raw_card(0, "CDELT1", b"NaN"), r"CDELT1.*not a finite number"),
     Case("nan-CRVAL3", _raw_card(1, "CRVAL3", b"NaN"), r"CRVAL3.*not a finite number"),
-    Case("zero-CDELT3", _header_edit(0, CDELT3=0.0), r"CDELT3.*zero"),
+    Case("zero-CDELT3", _header_edit(0, CDELT3=0.0), r"CDELT3 = 0: a zero pixel size"),
+    Case("missing-CUNIT3", _header_edit(0, CUNIT3=None), r"lacks the WCS keywords CUNIT3"),
+    # nm values read as Angstrom: a wavelength scale ten times too small
+    Case("wrong-CUNIT3", _header_edit(1, CUNIT3="Angstrom"), r"outside WAVEMIN/WAVEMAX"),
+    Case("CRVAL3-off-by-2-nm", _header_edit(0, CRVAL3=74.6), r"outside WAVEMIN/WAVEMAX"),
+    Case("CUNIT1-not-an-angle", _header_edit(0, CUNIT1="nm"), r"CUNIT1='nm'.*angle"),
     Case("text-CRPIX2", _header_edit(0, CRPIX2="middle"), r"CRPIX2.*not a finite number"),
     Case(
         "window-without-data",
@@ -329,6 +337,7 @@ CASES: tuple[Case, ...] = (
         "window-failed",
         batch_problem=r"Ne.VIII.770.*(NaN|no wavelength sample valid|no valid)",
         windows_done=NODES[:1],
+        windows_open=NODES,
     ),
     Case("missing-XPOSURE", _header_edit(0, XPOSURE=None), None, batch_problem="XPOSURE"),
     Case("missing-DETECTOR", _header_edit(1, DETECTOR=None), None, batch_problem="DETECTOR"),

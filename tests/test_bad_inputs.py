@@ -59,7 +59,7 @@ def test_reader_gives_one_clear_message(case, sources, tmp_path, caplog):
         return
     with caplog.at_level(logging.WARNING, logger="saffron_xr"):
         tree = open_spice(path)
-    assert tuple(tree.children) == case.windows_done
+    assert tuple(tree.children) == (case.windows_open or case.windows_done)
     for node in tree.children.values():
         radiance = node.dataset["radiance"]
         assert radiance.sizes["wavelength"] > 0

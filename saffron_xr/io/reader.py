@@ -22,6 +22,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 from astropy.io import fits
+from astropy.io.fits.verify import VerifyError
 from astropy.wcs import WCS, FITSFixedWarning
 
 from ..errors import SpiceFileError
@@ -84,7 +85,7 @@ PIPELINE_KEYWORDS = (
     "CRVAL2",
 )
 
-_WCS_REQUIRED = ("CTYPE{i}", "CRVAL{i}", "CDELT{i}", "CRPIX{i}")
+_WCS_REQUIRED = ("CTYPE{i}", "CUNIT{i}", "CRVAL{i}", "CDELT{i}", "CRPIX{i}")
 _WAVE_TO_ANGSTROM = {"nm": 10.0, "angstrom": 1.0, "a": 1.0, "m": 1e10, "um": 1e4, "pm": 1e-2}
 _DEFAULT_CHUNK_BYTES = 8 * 2**20
 
@@ -201,14 +202,29 @@ def _has_end_card(path: Path) -> bool:
     return any(head[i : i + 80].rstrip() == b"END" for i in range(0, len(head) - 79, 80))
 
 
+def _axis_length(hdr, key) -> int | None:
+    value = hdr.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+        return None
+    return int(value)
+
+
 def _data_bytes(hdr) -> int:
-    """Size in bytes of an HDU's data part (without padding), from its header."""
-    naxis = int(hdr.get("NAXIS", 0) or 0)
+    """Size in bytes of an HDU's data part (without padding), from its header.
+
+    Raises ValueError naming the keyword if an axis length is not a whole number >= 0.
+    """
+    naxis = _axis_length(hdr, "NAXIS")
+    if naxis is None:
+        raise ValueError(f"NAXIS={hdr.get('NAXIS')!r}")
     if naxis == 0:
         return 0
     n = 1
     for i in range(1, naxis + 1):
-        n *= int(hdr.get(f"NAXIS{i}", 0) or 0)
+        length = _axis_length(hdr, f"NAXIS{i}")
+        if length is None:
+            raise ValueError(f"NAXIS{i}={hdr.get(f'NAXIS{i}')!r}")
+        n *= length
     gcount = int(hdr.get("GCOUNT", 1) or 1)
     pcount = int(hdr.get("PCOUNT", 0) or 0)
     return abs(int(hdr.get("BITPIX", 8))) // 8 * gcount * (pcount + n)
@@ -231,7 +247,14 @@ def _check_complete(path: Path, hdul) -> None:
         info = hdul.fileinfo(index)
         if info is None:
             continue
-        need = int(info["datLoc"]) + _data_bytes(hdu.header)
+        try:
+            need = int(info["datLoc"]) + _data_bytes(hdu.header)
+        except ValueError as exc:
+            raise _err(
+                path,
+                f"{_hdu_label(index, hdu.header)} has {exc}: an axis length must be a whole "
+                "number >= 0",
+            ) from None
         if need > size:
             raise _err(
                 path,
@@ -276,10 +299,15 @@ def _no_data(hdr) -> str | None:
     return None
 
 
-def _is_dumbbell(hdr) -> bool:
-    return (
-        int(hdr.get("DUMBBELL", 0) or 0) != 0 or "DUMBBELL" in str(hdr.get("WIN_TYPE", "")).upper()
-    )
+def _is_dumbbell(path, hdr) -> bool:
+    flag = _card_value(hdr, "DUMBBELL") if "DUMBBELL" in hdr else 0
+    if isinstance(flag, str) or not math.isfinite(float(flag)):
+        raise _err(
+            path,
+            f"window {str(hdr.get('EXTNAME', '')).strip()!r} has DUMBBELL="
+            f"{_raw_value(hdr, 'DUMBBELL')}; expected 0 or 1",
+        )
+    return bool(flag) or "DUMBBELL" in str(hdr.get("WIN_TYPE", "")).upper()
 
 
 def _attr_value(value):
@@ -346,6 +374,38 @@ def _check_wcs(path, hdr, extname):
         )
     if str(hdr["CTYPE3"]).strip() != "WAVE":
         raise _err(path, f"window {extname!r} has CTYPE3={hdr['CTYPE3']!r}; expected 'WAVE'")
+    # without its unit a value means something else (the FITS defaults are deg and m)
+    for i in (1, 2):
+        unit = _card_value(hdr, f"CUNIT{i}")
+        if not _is_unit(unit, "angle"):
+            raise _err(
+                path,
+                f"window {extname!r} has CUNIT{i}={unit!r}; expected an angle unit (arcsec)",
+            )
+    unit = _card_value(hdr, "CUNIT3")
+    if not isinstance(unit, str) or unit.strip().lower() not in _WAVE_TO_ANGSTROM:
+        raise _err(path, f"window {extname!r} has an unknown wavelength unit CUNIT3={unit!r}")
+    if "CUNIT4" in hdr and str(_card_value(hdr, "CUNIT4")).strip() not in ("s", ""):
+        raise _err(
+            path,
+            f"window {extname!r} has CUNIT4={_raw_value(hdr, 'CUNIT4')}; expected 's' "
+            "(seconds) for the time axis",
+        )
+
+
+def _is_unit(text, physical_type: str) -> bool:
+    """Whether ``text`` is a unit string of the given physical type (e.g. ``"angle"``)."""
+    if not isinstance(text, str) or not text.strip():
+        return False
+    import astropy.units as u
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            unit = u.Unit(text.strip(), format="fits")
+    except (ValueError, TypeError):
+        return False
+    return unit.physical_type == physical_type
 
 
 _RADIANCE_SPELLINGS = ("W/m2/sr/nm", "Wm-2sr-1nm-1", "W/(m2srnm)", "W.m-2.sr-1.nm-1")
@@ -401,6 +461,37 @@ def _check_instrument(path, hdr, extname, table_radcal) -> None:
                 f"window {extname!r} has {shown} but a radiometric calibration (RADCAL): "
                 "a calibrated SPICE L2 window holds spectral radiance in W/m2/sr/nm",
             )
+
+
+def _check_wave_range(path, hdr, extname, wavelength) -> None:
+    """The WCS wavelengths (Angstrom) lie within WAVEMIN..WAVEMAX (pixel edges), when given.
+
+    SPICE writes the window's range twice: through the WCS and as WAVEMIN/WAVEMAX (in units
+    of 10**WAVEUNIT m, nm by default). A corrupted CRVAL3, CDELT3, CRPIX3, PC3_3 or CUNIT3
+    would otherwise give a plausible-looking but wrong wavelength scale. Only containment
+    is checked (half a pixel of slack): in real commissioning headers WAVEMIN/WAVEMAX span
+    more than the window's pixels.
+    """
+    if wavelength.size < 2 or "WAVEMIN" not in hdr or "WAVEMAX" not in hdr:
+        return
+    low, high = _number(hdr, "WAVEMIN"), _number(hdr, "WAVEMAX")
+    power = _number(hdr, "WAVEUNIT") if "WAVEUNIT" in hdr else -9.0
+    if low is None or high is None or power is None:
+        return  # not usable as a check; the WCS stands alone
+    scale = 10.0 ** (power + 10.0)
+    step = np.diff(wavelength)
+    if not (np.all(step > 0) or np.all(step < 0)):
+        raise _err(path, f"window {extname!r}: its WCS wavelengths are not monotonic")
+    half = abs(float(np.median(step))) / 2.0
+    edges = sorted((float(wavelength.min()) - half, float(wavelength.max()) + half))
+    stated = sorted((low * scale, high * scale))
+    if edges[0] < stated[0] - half or edges[1] > stated[1] + half:
+        raise _err(
+            path,
+            f"window {extname!r}: its WCS gives wavelengths {edges[0]:.6g}-{edges[1]:.6g} "
+            f"Angstrom, outside WAVEMIN/WAVEMAX ({stated[0]:.6g}-{stated[1]:.6g} Angstrom); "
+            "the wavelength keywords (CRVAL3, CDELT3, CRPIX3, CUNIT3, PC3_3) are inconsistent",
+        )
 
 
 def _wave_scale(path, hdr, extname) -> float:
@@ -682,6 +773,7 @@ def _open_window(path, hdul, hdu, kind, chunks, mixed_wcs, cache=None):
                 f"window {extname!r}: its WCS gives non-finite {name} coordinates "
                 f"({int((~np.isfinite(values)).sum())} of {values.size})",
             )
+    _check_wave_range(path, hdr, extname, np.asarray(coords["wavelength"][1], dtype=float))
     _wave_scale(path, hdr, extname)  # rejects an unknown CUNIT3 (astropy gives metres)
     if radcal is not None and radcal.size == nw:
         coords["radcal"] = (
@@ -727,7 +819,7 @@ def _open_one(path, windows, chunks, dumbbells, mixed_wcs):
             raise _err(path, f"is not a Level-2 file (LEVEL={level or 'missing'!r})")
         candidates = [hdu for hdu in hdul if _is_window(hdu)]
         if not dumbbells:
-            candidates = [hdu for hdu in candidates if not _is_dumbbell(hdu.header)]
+            candidates = [hdu for hdu in candidates if not _is_dumbbell(path, hdu.header)]
         if not any(_no_data(hdu.header) is None for hdu in candidates):
             raise _err(path, "contains no spectral window with data")
         by_name = {}
@@ -799,6 +891,8 @@ def _open_one(path, windows, chunks, dumbbells, mixed_wcs):
         if left_out:
             root_attrs["windows_without_data"] = ", ".join(left_out)
         return nodes, root_attrs
+    except VerifyError as exc:  # a card whose value astropy cannot parse, met on the way
+        raise _err(path, f"has a header card that cannot be parsed ({exc})") from exc
     finally:
         hdul.close()
 
