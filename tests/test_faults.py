@@ -184,11 +184,11 @@ def test_worker_killed_during_the_second_file(tmp_path):
 
     rasters[1].unlink()
     windows = [w for w in composition_windows() if w["extname"] in corpus.WINDOWS]
-    make_spice_l2(data, windows=windows, ny=96, nx=32, seed=4, spiobsid=9101)
+    make_spice_l2(data, windows=windows, ny=64, nx=16, seed=4, spiobsid=9101)
     rasters[1] = next(data.glob("*_9101-000.fits"))
     cfg = _config(tmp_path, "data")
     cfg["scheduler"] = {"kind": "auto"}
-    cfg["chunks"] = {"y": 16, "x": 8}
+    cfg["chunks"] = {"y": 8, "x": 8}  # 16 fit tasks per window
     out = tmp_path / "out"
 
     with (
@@ -235,7 +235,7 @@ def test_worker_killed_during_the_second_file(tmp_path):
     assert Path(summary.done[0].output) == first_out
     for failed in summary.failed:
         assert not Path(failed.output or out / "none").exists()
-    again = run(_config(tmp_path, "data", **{}) | {"chunks": {"y": 16, "x": 8}})
+    again = run({**_config(tmp_path, "data"), "chunks": cfg["chunks"]})
     assert not again.failed, str(again)
     assert len(again.done) == len(summary.failed)
     assert first_out.read_bytes() == first_bytes
