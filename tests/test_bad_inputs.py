@@ -292,3 +292,18 @@ def test_an_all_nan_window_fails_alone(sources, tmp_path):
     tree = open_results(result.output)
     assert tuple(tree.children) == case.windows_done
     assert float(np.isfinite(tree["N_IV_765_Peak"].dataset["amplitude"]).mean()) > 0.9
+
+
+def test_older_versions_of_one_product_are_set_aside_with_a_word(sources, tmp_path, caplog):
+    """Two versions of one raster (same SPIOBSID and raster number): the newer is used, and
+    the log says which file was set aside and why."""
+    from saffron_xr.io.select import select_files
+
+    old = tmp_path / corpus.spice_filename("ras", "2024-04-25T12:19:22", 1, 4242, 0)
+    new = tmp_path / corpus.spice_filename("ras", "2024-04-25T12:19:22", 3, 4242, 0)
+    for path in (new, old):
+        shutil.copyfile(sources["raster"], path)
+    with caplog.at_level(logging.INFO, logger="saffron_xr"):
+        assert select_files(tmp_path) == [new]
+    (message,) = [r.getMessage() for r in caplog.records if str(old) in r.getMessage()]
+    assert message == f"{old}: superseded by version 3 ({new})"
