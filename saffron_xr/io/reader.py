@@ -940,8 +940,20 @@ def open_spice(
     Raises
     ------
     SpiceFileError
-        The file is not FITS, truncated, not SPICE, not Level 2, has a window without WCS, or
-        a requested window does not exist. The message starts with the file name.
+        The file cannot be read (permissions), is not FITS, is truncated, is not SPICE or not
+        Level 2; a window lacks WCS keywords or has invalid ones (not finite, zero CDELT,
+        units that are not angles/lengths, wavelengths outside WAVEMIN/WAVEMAX); an
+        instrument keyword that is present is invalid (XPOSURE or RADCAL not positive, a
+        calibrated window whose BUNIT is not W/m2/sr/nm); two windows share a name; a
+        requested window does not exist or has no data; or several files cannot be stacked
+        (different kinds, shapes or wavelengths). The message starts with the file name.
+    FileNotFoundError
+        The file does not exist.
+
+    Notes
+    -----
+    A window without data (``NAXIS=0`` or a zero axis length) is left out with a logged
+    warning and listed in the root attribute ``windows_without_data``.
 
     Examples
     --------
