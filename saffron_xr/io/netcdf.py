@@ -20,6 +20,7 @@ stored as JSON strings and listed in the variable's / group's ``saffron_json_att
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import json
 import os
 import string
@@ -411,10 +412,55 @@ def _write_atomically(path: Path, write: Callable[[Path], object]) -> Path:
         write(part)
         _fsync(part)
         os.replace(part, path)
-    except BaseException:
+    except BaseException as exc:
+        reason = _write_error(path, part, exc) if isinstance(exc, Exception) else None
         part.unlink(missing_ok=True)
+        if reason is not None:
+            raise reason from exc
         raise
     return path
+
+
+def _write_error(path: Path, part: Path, exc: Exception) -> OSError | None:
+    """An OSError naming ``path`` and the file system's reason for a failed write, or None.
+
+    Writers report a full disk vaguely (netCDF: "NetCDF: HDF error"; astropy: an OSError
+    without the file name). If the file system now refuses to grow the temporary file (disk
+    full, quota, file size limit), that is the reason given.
+    """
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return OSError(exc.errno, f"{path}: cannot be written: {exc.strerror or exc}")
+    refused = _refused_growth(part)
+    if refused is None:
+        return None
+    return OSError(
+        refused.errno,
+        f"{path}: cannot be written: {refused.strerror} "
+        f"(the writer said {type(exc).__name__}: {exc})",
+    )
+
+
+def _refused_growth(part: Path) -> OSError | None:
+    """The file system's error if it refuses to add 64 KiB to ``part`` now, else None."""
+    try:
+        fd = os.open(part, os.O_WRONLY)
+    except OSError as err:
+        return None if err.errno == errno.ENOENT else err
+    try:
+        offset = os.fstat(fd).st_size
+        block = b"\0" * 65536
+        while block:
+            count = os.pwrite(fd, block, offset)
+            if count == 0:
+                break
+            offset += count
+            block = block[count:]
+        os.fsync(fd)
+    except OSError as err:
+        return err
+    finally:
+        os.close(fd)
+    return None
 
 
 def to_netcdf(

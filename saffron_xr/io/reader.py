@@ -10,6 +10,8 @@ the header's full WCS. Opening reads headers only: no pixel data, no NaN mask.
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import re
 import warnings
@@ -20,11 +22,14 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 from astropy.io import fits
+from astropy.io.fits.verify import VerifyError
 from astropy.wcs import WCS, FITSFixedWarning
 
 from ..errors import SpiceFileError
 
 __all__ = ["open_spice", "window_node_name", "PIPELINE_KEYWORDS"]
+
+log = logging.getLogger(__name__)
 
 #: Header keywords copied as attributes onto each window Dataset and its ``radiance``.
 PIPELINE_KEYWORDS = (
@@ -80,7 +85,7 @@ PIPELINE_KEYWORDS = (
     "CRVAL2",
 )
 
-_WCS_REQUIRED = ("CTYPE{i}", "CRVAL{i}", "CDELT{i}", "CRPIX{i}")
+_WCS_REQUIRED = ("CTYPE{i}", "CUNIT{i}", "CRVAL{i}", "CDELT{i}", "CRPIX{i}")
 _WAVE_TO_ANGSTROM = {"nm": 10.0, "angstrom": 1.0, "a": 1.0, "m": 1e10, "um": 1e4, "pm": 1e-2}
 _DEFAULT_CHUNK_BYTES = 8 * 2**20
 
@@ -162,8 +167,13 @@ def _open_hdulist(path: Path):
         raise FileNotFoundError(f"{path}: no such file")
     if path.is_dir():
         raise _err(path, "is a folder, not a FITS file")
-    with open(path, "rb") as fh:
-        first = fh.read(30)
+    try:
+        with open(path, "rb") as fh:
+            first = fh.read(30)
+    except PermissionError as exc:
+        raise _err(path, "cannot be read: permission denied") from exc
+    except OSError as exc:
+        raise _err(path, f"cannot be read ({exc.strerror or exc})") from exc
     if not first.startswith(b"SIMPLE  ="):
         raise _err(path, "not a FITS file (it does not start with a SIMPLE card)")
     try:
@@ -171,27 +181,133 @@ def _open_hdulist(path: Path):
             warnings.simplefilter("ignore")
             hdul = fits.open(path, memmap=False, lazy_load_hdus=False, ignore_missing_end=True)
     except Exception as exc:  # astropy raises OSError/ValueError/TypeError variously
+        if not _has_end_card(path):
+            raise _err(path, "is truncated: its primary header ends before its END card") from exc
         raise _err(path, f"cannot be read as FITS ({exc})") from exc
+    try:
+        with warnings.catch_warnings():
+            # fileinfo() verifies each header; the values that matter are checked later
+            warnings.simplefilter("ignore")
+            _check_complete(path, hdul)
+    except BaseException:
+        hdul.close()
+        raise
     return hdul
 
 
+def _has_end_card(path: Path) -> bool:
+    """Whether the file has an END card (at an 80-byte card boundary) in its first 10 MB."""
+    with open(path, "rb") as fh:
+        head = fh.read(10 * 2**20)
+    return any(head[i : i + 80].rstrip() == b"END" for i in range(0, len(head) - 79, 80))
+
+
+def _axis_length(hdr, key) -> int | None:
+    value = hdr.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+        return None
+    return int(value)
+
+
+def _data_bytes(hdr) -> int:
+    """Size in bytes of an HDU's data part (without padding), from its header.
+
+    Raises ValueError naming the keyword if an axis length is not a whole number >= 0.
+    """
+    naxis = _axis_length(hdr, "NAXIS")
+    if naxis is None:
+        raise ValueError(f"NAXIS={hdr.get('NAXIS')!r}")
+    if naxis == 0:
+        return 0
+    n = 1
+    for i in range(1, naxis + 1):
+        length = _axis_length(hdr, f"NAXIS{i}")
+        if length is None:
+            raise ValueError(f"NAXIS{i}={hdr.get(f'NAXIS{i}')!r}")
+        n *= length
+    gcount = int(hdr.get("GCOUNT", 1) or 1)
+    pcount = int(hdr.get("PCOUNT", 0) or 0)
+    return abs(int(hdr.get("BITPIX", 8))) // 8 * gcount * (pcount + n)
+
+
+def _hdu_label(index: int, hdr) -> str:
+    extname = str(hdr.get("EXTNAME", "")).strip()
+    return f"HDU {index} ({extname!r})" if extname else f"HDU {index}"
+
+
+def _check_complete(path: Path, hdul) -> None:
+    """Every HDU's data lies inside the file, and nothing but padding follows the last one.
+
+    astropy (with ``ignore_missing_end``) silently drops an HDU whose header is cut short,
+    which would lose a window without a word; a cut in a table shows only when it is read.
+    """
+    size = os.path.getsize(path)
+    end = 0
+    for index, hdu in enumerate(hdul):
+        info = hdul.fileinfo(index)
+        if info is None:
+            continue
+        try:
+            need = int(info["datLoc"]) + _data_bytes(hdu.header)
+        except ValueError as exc:
+            raise _err(
+                path,
+                f"{_hdu_label(index, hdu.header)} has {exc}: an axis length must be a whole "
+                "number >= 0",
+            ) from None
+        if need > size:
+            raise _err(
+                path,
+                f"is truncated: {_hdu_label(index, hdu.header)} needs bytes up to {need} "
+                f"but the file has {size}",
+            )
+        end = max(end, need)
+    if size > end:
+        with open(path, "rb") as fh:
+            fh.seek(end)
+            tail = fh.read()
+        # the last block may be padded with zeros (data) or blanks (an empty header block)
+        if tail.strip(b"\0 "):
+            raise _err(
+                path,
+                f"is truncated or corrupt: {size - end} bytes after the end of the last "
+                f"complete HDU ({_hdu_label(len(hdul) - 1, hdul[-1].header)}) do not form "
+                "a complete FITS HDU",
+            )
+
+
 def _is_window(hdu) -> bool:
+    """An image HDU with a WAVE axis (with or without data)."""
     if not isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU):
         return False
     hdr = hdu.header
     extname = str(hdr.get("EXTNAME", "")).strip().upper()
     if extname.startswith("WCSDVARR") or extname == "VARIABLE_KEYWORDS":
         return False
-    if hdr.get("NAXIS", 0) == 0:
-        return False
     ctypes = [str(hdr.get(f"CTYPE{i}", "")).strip().upper() for i in range(1, 5)]
     return "WAVE" in ctypes
 
 
-def _is_dumbbell(hdr) -> bool:
-    return (
-        int(hdr.get("DUMBBELL", 0) or 0) != 0 or "DUMBBELL" in str(hdr.get("WIN_TYPE", "")).upper()
-    )
+def _no_data(hdr) -> str | None:
+    """Why a window header holds no data (``"NAXIS=0"``, ``"NAXIS3=0"``), or None."""
+    naxis = int(hdr.get("NAXIS", 0) or 0)
+    if naxis == 0:
+        return "NAXIS=0"
+    for i in range(1, naxis + 1):
+        if int(hdr.get(f"NAXIS{i}", 0) or 0) == 0:
+            return f"NAXIS{i}=0"
+    return None
+
+
+def _is_dumbbell(path, hdr) -> bool:
+    flag = _card_value(hdr, "DUMBBELL") if "DUMBBELL" in hdr else 0
+    if isinstance(flag, str) or not math.isfinite(float(flag)):
+        raise _err(
+            path,
+            f"window {str(hdr.get('EXTNAME', '')).strip()!r} has DUMBBELL="
+            f"{_raw_value(hdr, 'DUMBBELL')}; expected 0 or 1",
+        )
+    return bool(flag) or "DUMBBELL" in str(hdr.get("WIN_TYPE", "")).upper()
 
 
 def _attr_value(value):
@@ -204,12 +320,52 @@ def _attr_value(value):
     return str(value)
 
 
+_WCS_NUMBER = re.compile(r"^(CRVAL\d|CDELT\d|CRPIX\d|PC\d_\d|CROTA\d?|LONPOLE|LATPOLE)$")
+
+
+def _card_value(hdr, key):
+    """A card's value; astropy's fallback string for an unparsable card (e.g. ``NaN``)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # astropy warns while it "fixes" a bad card
+        try:
+            return hdr[key]
+        except Exception:  # VerifyError for an unparsable card; the second read gives text
+            return hdr.cards[key].image[10:].split("/")[0].strip()
+
+
+def _raw_value(hdr, key) -> str:
+    """A keyword's value as written, for messages (strings quoted, numbers as they are)."""
+    value = _card_value(hdr, key)
+    return repr(value.strip()) if isinstance(value, str) else str(value)
+
+
+def _number(hdr, key) -> float | None:
+    """A keyword's value as a finite float, or None if it is not one."""
+    value = _card_value(hdr, key)
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
 def _check_wcs(path, hdr, extname):
     missing = [
         key.format(i=i) for i in (1, 2, 3) for key in _WCS_REQUIRED if key.format(i=i) not in hdr
     ]
     if missing:
         raise _err(path, f"window {extname!r} lacks the WCS keywords {', '.join(missing)}")
+    for key in hdr:
+        if not _WCS_NUMBER.match(key):
+            continue
+        value = _number(hdr, key)
+        if value is None:
+            raise _err(
+                path,
+                f"window {extname!r} has an invalid WCS value {key}={_raw_value(hdr, key)} "
+                "(not a finite number)",
+            )
+        if key.startswith("CDELT") and value == 0:
+            raise _err(path, f"window {extname!r} has {key} = 0: a zero pixel size is invalid")
     if str(hdr["CTYPE1"]).strip()[:4] != "HPLN" or str(hdr["CTYPE2"]).strip()[:4] != "HPLT":
         raise _err(
             path,
@@ -218,6 +374,124 @@ def _check_wcs(path, hdr, extname):
         )
     if str(hdr["CTYPE3"]).strip() != "WAVE":
         raise _err(path, f"window {extname!r} has CTYPE3={hdr['CTYPE3']!r}; expected 'WAVE'")
+    # without its unit a value means something else (the FITS defaults are deg and m)
+    for i in (1, 2):
+        unit = _card_value(hdr, f"CUNIT{i}")
+        if not _is_unit(unit, "angle"):
+            raise _err(
+                path,
+                f"window {extname!r} has CUNIT{i}={unit!r}; expected an angle unit (arcsec)",
+            )
+    unit = _card_value(hdr, "CUNIT3")
+    if not isinstance(unit, str) or unit.strip().lower() not in _WAVE_TO_ANGSTROM:
+        raise _err(path, f"window {extname!r} has an unknown wavelength unit CUNIT3={unit!r}")
+    if "CUNIT4" in hdr and str(_card_value(hdr, "CUNIT4")).strip() not in ("s", ""):
+        raise _err(
+            path,
+            f"window {extname!r} has CUNIT4={_raw_value(hdr, 'CUNIT4')}; expected 's' "
+            "(seconds) for the time axis",
+        )
+
+
+def _is_unit(text, physical_type: str) -> bool:
+    """Whether ``text`` is a unit string of the given physical type (e.g. ``"angle"``)."""
+    if not isinstance(text, str) or not text.strip():
+        return False
+    import astropy.units as u
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            unit = u.Unit(text.strip(), format="fits")
+    except (ValueError, TypeError):
+        return False
+    return unit.physical_type == physical_type
+
+
+_RADIANCE_SPELLINGS = ("W/m2/sr/nm", "Wm-2sr-1nm-1", "W/(m2srnm)", "W.m-2.sr-1.nm-1")
+
+
+def _is_spectral_radiance(bunit: str) -> bool:
+    """Whether BUNIT is W m-2 sr-1 nm-1 (the unit RADCAL and the noise model refer to)."""
+    text = bunit.replace(" ", "")
+    if text in _RADIANCE_SPELLINGS:
+        return True
+    import astropy.units as u
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            unit = u.Unit(bunit)
+    except (ValueError, TypeError):
+        return False
+    return unit == u.W / u.m**2 / u.sr / u.nm
+
+
+def _check_instrument(path, hdr, extname, table_radcal) -> None:
+    """Instrument keywords that are present must make sense (absent ones are not checked).
+
+    An exposure time or calibration factor that is not positive, or a calibrated window
+    whose unit is not spectral radiance, would give results that look fine and are wrong.
+    """
+    for key in ("XPOSURE", "RADCAL"):
+        if key in hdr:
+            value = _number(hdr, key)
+            if value is None or value <= 0:
+                what = "exposure time" if key == "XPOSURE" else "calibration factor"
+                raise _err(
+                    path,
+                    f"window {extname!r} has {key}={_raw_value(hdr, key)}: the {what} must "
+                    "be a positive finite number",
+                )
+    for key in ("NBIN2", "NBIN3"):
+        if key in hdr:
+            value = _number(hdr, key)
+            if value is None or value < 1 or value != int(value):
+                raise _err(
+                    path,
+                    f"window {extname!r} has {key}={_raw_value(hdr, key)}: a binning factor "
+                    "must be a whole number >= 1",
+                )
+    if "RADCAL" in hdr or table_radcal is not None:
+        bunit = _card_value(hdr, "BUNIT") if "BUNIT" in hdr else None
+        if not isinstance(bunit, str) or not _is_spectral_radiance(bunit.strip()):
+            shown = f"BUNIT={bunit.strip()!r}" if isinstance(bunit, str) else "no BUNIT"
+            raise _err(
+                path,
+                f"window {extname!r} has {shown} but a radiometric calibration (RADCAL): "
+                "a calibrated SPICE L2 window holds spectral radiance in W/m2/sr/nm",
+            )
+
+
+def _check_wave_range(path, hdr, extname, wavelength) -> None:
+    """The WCS wavelengths (Angstrom) lie within WAVEMIN..WAVEMAX (pixel edges), when given.
+
+    SPICE writes the window's range twice: through the WCS and as WAVEMIN/WAVEMAX (in units
+    of 10**WAVEUNIT m, nm by default). A corrupted CRVAL3, CDELT3, CRPIX3, PC3_3 or CUNIT3
+    would otherwise give a plausible-looking but wrong wavelength scale. Only containment
+    is checked (half a pixel of slack): in real commissioning headers WAVEMIN/WAVEMAX span
+    more than the window's pixels.
+    """
+    if wavelength.size < 2 or "WAVEMIN" not in hdr or "WAVEMAX" not in hdr:
+        return
+    low, high = _number(hdr, "WAVEMIN"), _number(hdr, "WAVEMAX")
+    power = _number(hdr, "WAVEUNIT") if "WAVEUNIT" in hdr else -9.0
+    if low is None or high is None or power is None:
+        return  # not usable as a check; the WCS stands alone
+    scale = 10.0 ** (power + 10.0)
+    step = np.diff(wavelength)
+    if not (np.all(step > 0) or np.all(step < 0)):
+        raise _err(path, f"window {extname!r}: its WCS wavelengths are not monotonic")
+    half = abs(float(np.median(step))) / 2.0
+    edges = sorted((float(wavelength.min()) - half, float(wavelength.max()) + half))
+    stated = sorted((low * scale, high * scale))
+    if edges[0] < stated[0] - half or edges[1] > stated[1] + half:
+        raise _err(
+            path,
+            f"window {extname!r}: its WCS gives wavelengths {edges[0]:.6g}-{edges[1]:.6g} "
+            f"Angstrom, outside WAVEMIN/WAVEMAX ({stated[0]:.6g}-{stated[1]:.6g} Angstrom); "
+            "the wavelength keywords (CRVAL3, CDELT3, CRPIX3, CUNIT3, PC3_3) are inconsistent",
+        )
 
 
 def _wave_scale(path, hdr, extname) -> float:
@@ -367,16 +641,22 @@ def _spatial(world, kind, shape, ref_w, naxis, mixed, mixed_wcs):
     return lon, lat, sdims, tsec, tdims, attrs_note
 
 
-def _variable_radcal(hdul, extname):
+def _variable_radcal(path, hdul, extname):
     """Per-wavelength RADCAL from the VARIABLE_KEYWORDS table, or None."""
     for hdu in hdul:
         if isinstance(hdu, fits.BinTableHDU) and str(hdu.header.get("EXTNAME", "")).strip() == (
             "VARIABLE_KEYWORDS"
         ):
             col = f"RADCAL[{extname}]"
-            names = hdu.columns.names or []
-            if col in names:
-                return np.asarray(hdu.data[col][0], dtype=float).ravel()
+            try:
+                names = hdu.columns.names or []
+                if col in names:
+                    return np.asarray(hdu.data[col][0], dtype=float).ravel()
+            except Exception as exc:  # astropy: ValueError, KeyError, IndexError, ...
+                raise _err(
+                    path,
+                    f"its VARIABLE_KEYWORDS table cannot be read ({type(exc).__name__}: {exc})",
+                ) from exc
     return None
 
 
@@ -470,9 +750,31 @@ def _open_window(path, hdul, hdu, kind, chunks, mixed_wcs, cache=None):
         data = arr4[0]
         dims = ("y", "x", "wavelength")
 
-    coords, note = _coordinates(path, hdr, extname, file_shape, kind, mixed_wcs, cache)
+    radcal = _variable_radcal(path, hdul, extname)
+    _check_instrument(path, hdr, extname, radcal)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # wcslib's complaints become the error below
+            coords, note = _coordinates(path, hdr, extname, file_shape, kind, mixed_wcs, cache)
+    except SpiceFileError:
+        raise
+    except Exception as exc:  # wcslib raises its own errors (singular matrix, bad CTYPE...)
+        detail = str(exc).strip().splitlines()
+        raise _err(
+            path,
+            f"window {extname!r}: its WCS cannot be evaluated "
+            f"({type(exc).__name__}: {detail[-1] if detail else ''})",
+        ) from exc
+    for name in ("wavelength", "hpln", "hplt"):
+        values = np.asarray(coords[name][1], dtype=float)
+        if not np.all(np.isfinite(values)):
+            raise _err(
+                path,
+                f"window {extname!r}: its WCS gives non-finite {name} coordinates "
+                f"({int((~np.isfinite(values)).sum())} of {values.size})",
+            )
+    _check_wave_range(path, hdr, extname, np.asarray(coords["wavelength"][1], dtype=float))
     _wave_scale(path, hdr, extname)  # rejects an unknown CUNIT3 (astropy gives metres)
-    radcal = _variable_radcal(hdul, extname)
     if radcal is not None and radcal.size == nw:
         coords["radcal"] = (
             "wavelength",
@@ -517,26 +819,44 @@ def _open_one(path, windows, chunks, dumbbells, mixed_wcs):
             raise _err(path, f"is not a Level-2 file (LEVEL={level or 'missing'!r})")
         candidates = [hdu for hdu in hdul if _is_window(hdu)]
         if not dumbbells:
-            candidates = [hdu for hdu in candidates if not _is_dumbbell(hdu.header)]
-        if not candidates:
+            candidates = [hdu for hdu in candidates if not _is_dumbbell(path, hdu.header)]
+        if not any(_no_data(hdu.header) is None for hdu in candidates):
             raise _err(path, "contains no spectral window with data")
         by_name = {}
         for hdu in candidates:
             extname = str(hdu.header.get("EXTNAME", "PRIMARY")).strip()
-            by_name[window_node_name(extname)] = (extname, hdu)
+            node = window_node_name(extname)
+            if node in by_name:
+                other = by_name[node][0]
+                same = (
+                    f"two windows named {extname!r}"
+                    if other == extname
+                    else (
+                        f"windows {other!r} and {extname!r}, which both give the node name {node!r}"
+                    )
+                )
+                raise _err(path, f"has {same}; cannot tell them apart")
+            by_name[node] = (extname, hdu)
+        candidates_by_node = dict(by_name)
+        empty = {
+            node: reason
+            for node, (_ext, hdu) in by_name.items()
+            if (reason := _no_data(hdu.header)) is not None
+        }
         if windows is not None:
             wanted = [windows] if isinstance(windows, str | int) else list(windows)
             chosen = {}
             available = [ext for ext, _ in by_name.values()]
+            with_data = [node for node in by_name if node not in empty]
             for w in wanted:
                 if isinstance(w, int | np.integer):
-                    if not 0 <= int(w) < len(available):
+                    if not 0 <= int(w) < len(with_data):
                         raise _err(
                             path,
-                            f"has no window number {w}; it has {len(available)} windows: "
-                            + ", ".join(repr(a) for a in available),
+                            f"has no window number {w}; it has {len(with_data)} windows with "
+                            "data: " + ", ".join(repr(by_name[n][0]) for n in with_data),
                         )
-                    node = list(by_name)[int(w)]
+                    node = with_data[int(w)]
                 else:
                     node = window_node_name(w)
                     if node not in by_name:
@@ -545,8 +865,19 @@ def _open_one(path, windows, chunks, dumbbells, mixed_wcs):
                             f"has no window {w!r}; its windows are: "
                             + ", ".join(repr(a) for a in available),
                         )
+                if node in empty:
+                    raise _err(path, f"window {by_name[node][0]!r} has no data ({empty[node]})")
                 chosen[node] = by_name[node]
             by_name = chosen
+        for node, reason in empty.items():
+            if node in by_name:
+                log.warning(
+                    "%s: window %r has no data (%s); it is left out",
+                    path,
+                    by_name[node][0],
+                    reason,
+                )
+                by_name.pop(node)
         nodes = {}
         cache = {}
         for _extname, hdu in by_name.values():
@@ -556,7 +887,12 @@ def _open_one(path, windows, chunks, dumbbells, mixed_wcs):
         root_attrs = {k: _attr_value(primary[k]) for k in PIPELINE_KEYWORDS if k in primary}
         root_attrs["filename"] = path.name
         root_attrs.pop("EXTNAME", None)
+        left_out = [ext for node, (ext, _hdu) in candidates_by_node.items() if node in empty]
+        if left_out:
+            root_attrs["windows_without_data"] = ", ".join(left_out)
         return nodes, root_attrs
+    except VerifyError as exc:  # a card whose value astropy cannot parse, met on the way
+        raise _err(path, f"has a header card that cannot be parsed ({exc})") from exc
     finally:
         hdul.close()
 
@@ -604,8 +940,20 @@ def open_spice(
     Raises
     ------
     SpiceFileError
-        The file is not FITS, truncated, not SPICE, not Level 2, has a window without WCS, or
-        a requested window does not exist. The message starts with the file name.
+        The file cannot be read (permissions), is not FITS, is truncated, is not SPICE or not
+        Level 2; a window lacks WCS keywords or has invalid ones (not finite, zero CDELT,
+        units that are not angles/lengths, wavelengths outside WAVEMIN/WAVEMAX); an
+        instrument keyword that is present is invalid (XPOSURE or RADCAL not positive, a
+        calibrated window whose BUNIT is not W/m2/sr/nm); two windows share a name; a
+        requested window does not exist or has no data; or several files cannot be stacked
+        (different kinds, shapes or wavelengths). The message starts with the file name.
+    FileNotFoundError
+        The file does not exist.
+
+    Notes
+    -----
+    A window without data (``NAXIS=0`` or a zero axis length) is left out with a logged
+    warning and listed in the root attribute ``windows_without_data``.
 
     Examples
     --------
@@ -627,6 +975,35 @@ def open_spice(
     return _open_many(list(path), windows, chunks, dumbbells, mixed_wcs)
 
 
+def _check_same_layout(path: Path, ds: xr.Dataset, first: Path, ref: xr.Dataset) -> None:
+    """A window of ``path`` can be stacked with the same window of ``first``."""
+    ext = ds.attrs.get("EXTNAME")
+    if ds.attrs.get("KIND") != ref.attrs.get("KIND"):
+        kinds = {"ras": "a raster", "sit": "a sit-and-stare", "exp": "a single exposure"}
+        raise _err(
+            path,
+            f"window {ext!r} is {kinds.get(ds.attrs.get('KIND'), '?')}, unlike {first.name} "
+            f"({kinds.get(ref.attrs.get('KIND'), '?')}); such files cannot be opened together",
+        )
+    spatial = [d for d in ds.radiance.dims if d != "time" or ds.attrs.get("KIND") != "sit"]
+    shape = {d: ds.radiance.sizes[d] for d in spatial}
+    ref_shape = {d: ref.radiance.sizes[d] for d in spatial}
+    if shape != ref_shape:
+        raise _err(
+            path,
+            f"window {ext!r} has shape {shape}, unlike {first.name} ({ref_shape}); "
+            "such files cannot be opened together",
+        )
+    wave, ref_wave = ds["wavelength"].values, ref["wavelength"].values
+    if not np.array_equal(wave, ref_wave):
+        shift = float(np.max(np.abs(wave - ref_wave)))
+        raise _err(
+            path,
+            f"window {ext!r} has other wavelengths than in {first.name} (up to {shift:.3g} "
+            "Angstrom apart); such files cannot be opened together",
+        )
+
+
 def _open_many(paths: Sequence, windows, chunks, dumbbells, mixed_wcs) -> xr.DataTree:
     if not paths:
         raise ValueError("open_spice got an empty list of files")
@@ -644,6 +1021,10 @@ def _open_many(paths: Sequence, windows, chunks, dumbbells, mixed_wcs) -> xr.Dat
                 p,
                 f"has windows {sorted(nodes)}, unlike {opened[0][0].name} ({sorted(names)})",
             )
+    first_path, first_nodes, _ = opened[0]
+    for p, nodes, _ in opened[1:]:
+        for name, ds in nodes.items():
+            _check_same_layout(p, ds, first_path, first_nodes[name])
     order = sorted(
         opened, key=lambda item: (item[2].get("RASTERNO", 0), str(item[2].get("DATE-OBS", "")))
     )
@@ -653,7 +1034,7 @@ def _open_many(paths: Sequence, windows, chunks, dumbbells, mixed_wcs) -> xr.Dat
     for name in opened[0][1]:
         parts = [nodes[name] for _, nodes, _ in order]
         if "time" in parts[0].radiance.dims:
-            combined = xr.concat(parts, dim="time", combine_attrs="drop_conflicts")
+            combined = xr.concat(parts, dim="time", join="exact", combine_attrs="drop_conflicts")
         else:
             rasterno = [int(ds.attrs.get("RASTERNO", i)) for i, ds in enumerate(parts)]
             combined = xr.concat(
@@ -661,6 +1042,7 @@ def _open_many(paths: Sequence, windows, chunks, dumbbells, mixed_wcs) -> xr.Dat
                 dim="raster",
                 coords="different",
                 compat="equals",
+                join="exact",
                 combine_attrs="drop_conflicts",
             ).assign_coords(rasterno=("raster", rasterno))
         combined.attrs["filename"] = ",".join(ds.attrs["filename"] for ds in parts)

@@ -176,7 +176,11 @@ def _latest_versions(
         key = info.product_key
         current = best.get(key)
         if current is None or info.version > current[1].version:
+            if current is not None:
+                log.info("%s: superseded by version %d (%s)", current[0], info.version, path)
             best[key] = (path, info)
+        else:
+            log.info("%s: superseded by version %d (%s)", path, current[1].version, current[0])
     return list(best.values())
 
 

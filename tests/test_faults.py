@@ -1,0 +1,246 @@
+"""Faults during a batch: the disk filling during a write, a worker killed mid-file.
+
+In every case nothing already finished is lost, nothing half-written stands under a final
+name, and a rerun completes.
+
+The "full disk" is real where it can be without privileges: ``RLIMIT_FSIZE`` makes the
+kernel refuse writes beyond a size (EFBIG, the same path through HDF5 and astropy as a full
+disk's ENOSPC). A mounted small file system would need root and a loop device that CI
+runners lack. ENOSPC itself is simulated by failing the netCDF write half-way. Ctrl-C and
+SIGTERM are tested with the runner (tests/test_runner.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import resource
+import signal
+import threading
+import time
+from pathlib import Path
+
+import bad_inputs as corpus
+import numpy as np
+import pytest
+import xarray as xr
+
+from saffron_xr.io.l3fits import to_l3_fits
+from saffron_xr.io.netcdf import open_results
+from saffron_xr.pipeline.runner import run
+
+
+@contextlib.contextmanager
+def file_size_limit(nbytes: int):
+    """The kernel refuses to grow any file of this process beyond ``nbytes`` (EFBIG)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if hard != resource.RLIM_INFINITY and hard < nbytes:
+        pytest.fail(f"the hard RLIMIT_FSIZE {hard} is below the {nbytes} bytes this test needs")
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an error, not a kill
+    resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+def _config(root: Path, source, **output) -> dict:
+    return {
+        "files": {"source": source},
+        "output": {"folder": "out", **output},
+        "scheduler": {"kind": "threads", "n_workers": 2},
+        "_base_dir": str(root),
+    }
+
+
+def _snapshot(folder: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture
+def three_rasters(tmp_path):
+    data = tmp_path / "data"
+    return tmp_path, [corpus.make_base_raster(data, spiobsid=8000 + i, seed=i) for i in range(3)]
+
+
+def test_disk_full_during_the_netcdf_write(three_rasters):
+    root, rasters = three_rasters
+    first = run(_config(root, [str(rasters[0])]))
+    assert len(first.done) == 1, str(first)
+    out = root / "out"
+    before = _snapshot(out)
+    (finished,) = before
+    assert len(before[finished]) > 100_000  # the limit below is really hit
+
+    with file_size_limit(100_000):
+        full = run(_config(root, "data"))
+    assert [Path(f.path) for f in full.skipped] == [rasters[0]], str(full)
+    assert sorted(Path(f.path) for f in full.failed) == rasters[1:], str(full)
+    for result in full.failed:
+        # the reason names the output and what the file system said
+        assert "File too large" in result.error, result.error
+        assert Path(result.path).stem in result.error, result.error
+    assert _snapshot(out) == before  # nothing lost, nothing half-written, no .part left
+
+    again = run(_config(root, "data"))
+    assert sorted(Path(f.path) for f in again.done) == rasters[1:], str(again)
+    assert [Path(f.path) for f in again.skipped] == [rasters[0]]
+    assert not again.failed
+    assert (out / finished).read_bytes() == before[finished]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        Path(f.output).name for f in again.done + again.skipped
+    )
+    for result in again.done:
+        assert open_results(result.output).attrs["saffron_xr_complete"] == 1
+
+
+def test_no_space_left_half_way_through_the_netcdf_write(three_rasters, monkeypatch):
+    """Simulated ENOSPC: the netCDF library writes half the file, then the device is full."""
+    root, rasters = three_rasters
+    first = run(_config(root, [str(rasters[0])]))
+    out = root / "out"
+    before = _snapshot(out)
+    original = xr.DataTree.to_netcdf
+    seen = []
+
+    def disk_fills(self, path, *args, **kwargs):
+        original(self, path, *args, **kwargs)
+        seen.append(Path(path))
+        size = os.path.getsize(path)
+        with open(path, "r+b") as fh:
+            fh.truncate(size // 2)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(xr.DataTree, "to_netcdf", disk_fills)
+    full = run(_config(root, "data"))
+    monkeypatch.undo()
+    assert len(first.done) == 1 and len(seen) == 2, str(full)
+    assert all(p.name.endswith(".part") for p in seen)  # written under a temporary name
+    assert sorted(Path(f.path) for f in full.failed) == rasters[1:], str(full)
+    for result in full.failed:
+        assert "No space left on device" in result.error, result.error
+    assert _snapshot(out) == before
+
+    again = run(_config(root, "data"))
+    assert sorted(Path(f.path) for f in again.done) == rasters[1:], str(again)
+    assert _snapshot(out)[next(iter(before))] == next(iter(before.values()))
+
+
+def test_disk_full_during_an_l3_fits_write_keeps_the_old_file(three_rasters):
+    root, rasters = three_rasters
+    done = run(_config(root, [str(rasters[0])]))
+    window = open_results(done.done[0].output)["Ne_VIII_770_Peak"].to_dataset().load()
+    target = root / "l3" / "window_L3.fits"
+    target.parent.mkdir()
+    to_l3_fits(window, target)
+    old = target.read_bytes()
+    assert len(old) > 60_000
+    changed = window.copy()
+    changed["amplitude"] = changed["amplitude"] * 2
+    with file_size_limit(60_000), pytest.raises(OSError) as info:
+        to_l3_fits(changed, target, overwrite=True)
+    assert info.value.errno == errno.EFBIG, info.value
+    assert str(target) in str(info.value)
+    assert [p.name for p in target.parent.iterdir()] == [target.name]
+    assert target.read_bytes() == old
+    to_l3_fits(changed, target, overwrite=True)  # with room again
+    assert target.read_bytes() != old
+
+
+# ------------------------------------------------------------------- a worker killed
+
+
+def _fit_tasks(dask_scheduler):
+    """(fit tasks finished, fit tasks waiting or running, keys in memory per worker)."""
+    from dask.utils import key_split
+
+    finished = pending = 0
+    held: dict[str, int] = {}
+    for key, ts in dask_scheduler.tasks.items():
+        if key_split(key).startswith("fit_block"):
+            if ts.state in ("memory", "released", "forgotten"):
+                finished += 1
+            else:
+                pending += 1
+        if ts.state == "memory":
+            for ws in ts.who_has:
+                held[ws.address] = held.get(ws.address, 0) + 1
+    return finished, pending, held
+
+
+@pytest.mark.slow
+def test_worker_killed_during_the_second_file(tmp_path):
+    """Kill a LocalCluster worker while the second of two files is fitted: the first output
+    stays as it was, the batch completes (dask recomputes the lost chunks), and a rerun
+    skips both."""
+    from distributed import Client, LocalCluster
+
+    data = tmp_path / "data"
+    rasters = [corpus.make_base_raster(data, spiobsid=9100 + i, seed=i) for i in range(2)]
+    # the second raster is larger, so that it is caught mid-fit
+    from saffron_xr.testing import composition_windows, make_spice_l2
+
+    rasters[1].unlink()
+    windows = [w for w in composition_windows() if w["extname"] in corpus.WINDOWS]
+    make_spice_l2(data, windows=windows, ny=64, nx=16, seed=4, spiobsid=9101)
+    rasters[1] = next(data.glob("*_9101-000.fits"))
+    cfg = _config(tmp_path, "data")
+    cfg["scheduler"] = {"kind": "auto"}
+    cfg["chunks"] = {"y": 8, "x": 8}  # 16 fit tasks per window
+    out = tmp_path / "out"
+
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        pids = client.run(os.getpid)
+        result: dict = {}
+
+        def batch():
+            try:
+                result["summary"] = run(cfg)
+            except BaseException as exc:  # surfaced below
+                result["error"] = exc
+
+        thread = threading.Thread(target=batch, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 150
+        first_out = victim = None
+        while time.monotonic() < deadline and thread.is_alive():
+            outputs = [p for p in out.glob("*.nc")] if out.is_dir() else []
+            if outputs and first_out is None:
+                first_out = outputs[0]
+                first_bytes = first_out.read_bytes()
+            if first_out is not None:
+                finished, pending, held = client.run_on_scheduler(_fit_tasks)
+                if finished >= 4 and pending >= 8 and held:
+                    victim = max(held, key=held.get)
+                    break
+            time.sleep(0.05)
+        assert victim is not None, f"never caught the second file mid-fit: {result}"
+        os.kill(pids[victim], signal.SIGKILL)
+        thread.join(timeout=200)
+        assert not thread.is_alive(), "the batch did not finish after a worker was killed"
+
+    assert "error" not in result, result.get("error")
+    summary = result["summary"]
+    assert first_out.read_bytes() == first_bytes  # finished work untouched
+    assert not list(out.glob(".*.part")), list(out.iterdir())
+    # dask recomputed the lost chunks, or the file is reported and a rerun makes it
+    assert len(summary.done) + len(summary.failed) == 2, str(summary)
+    assert Path(summary.done[0].output) == first_out
+    for failed in summary.failed:
+        assert not Path(failed.output or out / "none").exists()
+    again = run({**_config(tmp_path, "data"), "chunks": cfg["chunks"]})
+    assert not again.failed, str(again)
+    assert len(again.done) == len(summary.failed)
+    assert first_out.read_bytes() == first_bytes
+    for path in out.glob("*.nc"):
+        tree = open_results(path)
+        assert tree.attrs["saffron_xr_complete"] == 1
+        ne8 = tree["Ne_VIII_770_Peak"].dataset
+        assert float(np.isfinite(ne8["amplitude"]).mean()) > 0.9
