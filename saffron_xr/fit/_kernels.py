@@ -360,26 +360,6 @@ def _factor_kept(jtj, amat, keep, n):
     return dropped
 
 
-@_jit
-def _dot(a, b, lo, hi):
-    """Sum of a[i] * b[i] for lo <= i < hi, with four partial sums (lets LLVM vectorise)."""
-    s0 = 0.0
-    s1 = 0.0
-    s2 = 0.0
-    s3 = 0.0
-    i = lo
-    while i + 4 <= hi:
-        s0 += a[i] * b[i]
-        s1 += a[i + 1] * b[i + 1]
-        s2 += a[i + 2] * b[i + 2]
-        s3 += a[i + 3] * b[i + 3]
-        i += 4
-    while i < hi:
-        s0 += a[i] * b[i]
-        i += 1
-    return (s0 + s1) + (s2 + s3)
-
-
 # ----------------------------------------------------------------------------- model
 @_jit
 def _full_params(q, root, scale, offset, pfull):
@@ -592,14 +572,17 @@ def _jacobian(q, n, smp, mdl, pfull, jac, ascending):
             tk *= t
     res = smp[_RES]
     for a in range(nfree):
-        ja = jmat[a]
         la = int(clo[a])
         ha = int(chi[a])
         for b in range(a + 1):
-            lo = max(la, int(clo[b]))
-            hi = min(ha, int(chi[b]))
-            jtj[a, b] = _dot(ja, jmat[b], lo, hi) if hi > lo else 0.0
-        jtr[a] = _dot(ja, res, la, ha)
+            s = 0.0
+            for i in range(max(la, int(clo[b])), min(ha, int(chi[b]))):
+                s += jmat[a, i] * jmat[b, i]
+            jtj[a, b] = s
+        s = 0.0
+        for i in range(la, ha):
+            s += jmat[a, i] * res[i]
+        jtr[a] = s
 
 
 @_jit
