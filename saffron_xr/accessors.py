@@ -32,6 +32,26 @@ class SaffronDataArrayAccessor:
 
         return spice_error(self._obj, radcal=radcal, xposure=xposure, nbin2=nbin2, nbin3=nbin3, detector=detector, dark_factor=dark_factor)  # fmt: skip
 
+    def calibrate_error(
+        self,
+        error=None,
+        *,
+        terms=None,
+        lags=(2, 3, 4),
+        max_samples=2_000_000,
+        radcal=None,
+        xposure=None,
+        nbin2=None,
+        nbin3=None,
+        detector=None,
+        dark_factor=2,
+    ):
+        """Noise model rescaled to the data; see :func:`saffron_xr.calibrate_error` (lazy
+        error, one small statistics pass)."""
+        from .prep import calibrate_error
+
+        return calibrate_error(self._obj, error, terms=terms, lags=lags, max_samples=max_samples, radcal=radcal, xposure=xposure, nbin2=nbin2, nbin3=nbin3, detector=detector, dark_factor=dark_factor)  # fmt: skip
+
     def despike(self, *, n_sigma=5.0, size=3, replace="nan", dark_factor=2, local_scatter=True):
         """Remove cosmic-ray hits, returns (cleaned, spikes); see :func:`saffron_xr.despike`
         (lazy)."""
