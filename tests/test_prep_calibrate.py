@@ -172,3 +172,24 @@ def test_real_lyg_c3_raster_with_its_own_uncertainty(shared_data):
     assert float(np.nanmin(npz["intensity"])) > 0
     assert 0.1 < terms.attrs["noise_floor_ratio"] < 0.8
     assert terms.attrs["noise_signal_ratio"] > 1.0
+
+
+@pytest.mark.parametrize("calibrate", [True, False])
+def test_runner_records_the_calibration(ne8_file, calibrate):
+    from saffron_xr.pipeline.config import ConfigError, validate_config
+    from saffron_xr.pipeline.runner import process_window
+
+    assert validate_config({})["prep"]["noise"]["calibrate"] is True
+    with pytest.raises(ConfigError, match="prep.noise.calibrate"):
+        validate_config({"prep": {"noise": {"calibrate": "yes"}}})
+    cfg = validate_config({"prep": {"noise": {"calibrate": calibrate}}})
+    tree = sx.open_spice(ne8_file)
+    name = next(iter(tree.children))
+    catalog = sx.LineCatalog.default()
+    out = process_window(cfg, name, tree[name].dataset, catalog)  # lazy: the fit is not run
+    if calibrate:
+        assert 0.6 < out.attrs["noise_floor_ratio"] < 0.8
+        assert json.loads(out.attrs["noise_calibration"])["lags"] == [2, 3, 4]
+        assert "MAD" in out.attrs["noise_calibration_method"]
+    else:
+        assert "noise_floor_ratio" not in out.attrs
