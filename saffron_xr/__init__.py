@@ -54,6 +54,7 @@ from .derive import (
     derive_all,
     doppler_velocity,
     fwhm,
+    line_widths,
     nonthermal_velocity,
     radiance,
 )
@@ -110,6 +111,7 @@ __all__ = [
     "radiance",
     "doppler_velocity",
     "fwhm",
+    "line_widths",
     "nonthermal_velocity",
     "correct_doppler_gradient",
     "derive_all",

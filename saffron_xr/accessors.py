@@ -155,53 +155,60 @@ class SaffronDatasetAccessor:
         self._obj = obj
 
     # --- derive ---
-    def radiance(self):
+    def radiance(self, *, mask="good"):
         """Line radiance and error; see :func:`saffron_xr.radiance` (lazy)."""
         from .derive import radiance
 
-        return radiance(self._obj)
+        return radiance(self._obj, mask=mask)
 
-    def doppler_velocity(self, reference="rest"):
+    def doppler_velocity(self, reference="median", *, mask="good"):
         """Doppler velocity and error; see :func:`saffron_xr.doppler_velocity` (lazy)."""
         from .derive import doppler_velocity
 
-        return doppler_velocity(self._obj, reference=reference)
+        return doppler_velocity(self._obj, reference=reference, mask=mask)
 
-    def fwhm(self):
+    def fwhm(self, *, mask="good"):
         """Line FWHM and error; see :func:`saffron_xr.fwhm` (lazy)."""
         from .derive import fwhm
 
-        return fwhm(self._obj)
+        return fwhm(self._obj, mask=mask)
 
     def nonthermal_velocity(
-        self, *, log_t=None, instrumental_fwhm=None, slit_width=None, detector=None
+        self, *, log_t=None, instrumental_fwhm=None, slit_width=None, detector=None, mask="good"
     ):
         """Non-thermal velocity; see :func:`saffron_xr.nonthermal_velocity` (lazy)."""
         from .derive import nonthermal_velocity
 
-        return nonthermal_velocity(self._obj, log_t=log_t, instrumental_fwhm=instrumental_fwhm, slit_width=slit_width, detector=detector)  # fmt: skip
+        return nonthermal_velocity(self._obj, log_t=log_t, instrumental_fwhm=instrumental_fwhm, slit_width=slit_width, detector=detector, mask=mask)  # fmt: skip
+
+    def line_widths(self, *, log_t=None, instrumental_fwhm=None, nonthermal=None, mask="good"):
+        """FWHM, thermal and non-thermal widths; see :func:`saffron_xr.line_widths` (lazy)."""
+        from .derive import line_widths
+
+        return line_widths(self._obj, log_t=log_t, instrumental_fwhm=instrumental_fwhm, nonthermal=nonthermal, mask=mask)  # fmt: skip
 
     def correct_doppler_gradient(
-        self, *, reference_line=None, dim="x", degree=1, reference="median"
+        self, *, reference_line=None, dim="x", degree=1, reference="median", mask="good"
     ):
         """Remove a velocity trend; see :func:`saffron_xr.correct_doppler_gradient` (lazy)."""
         from .derive import correct_doppler_gradient
 
-        return correct_doppler_gradient(self._obj, reference_line=reference_line, dim=dim, degree=degree, reference=reference)  # fmt: skip
+        return correct_doppler_gradient(self._obj, reference_line=reference_line, dim=dim, degree=degree, reference=reference, mask=mask)  # fmt: skip
 
     def derive_all(
         self,
         *,
-        doppler_reference="rest",
+        doppler_reference="median",
         log_t=None,
         instrumental_fwhm=None,
         nonthermal=None,
         gradient=None,
+        mask="good",
     ):
         """Parameters plus derived quantities; see :func:`saffron_xr.derive_all` (lazy)."""
         from .derive import derive_all
 
-        return derive_all(self._obj, doppler_reference=doppler_reference, log_t=log_t, instrumental_fwhm=instrumental_fwhm, nonthermal=nonthermal, gradient=gradient)  # fmt: skip
+        return derive_all(self._obj, doppler_reference=doppler_reference, log_t=log_t, instrumental_fwhm=instrumental_fwhm, nonthermal=nonthermal, gradient=gradient, mask=mask)  # fmt: skip
 
     # --- io ---
     def to_netcdf(
