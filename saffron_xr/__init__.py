@@ -28,10 +28,14 @@ from .prep import (
     SPICE_NOISE_CONSTANTS,
     bin_levels,
     bin_spatial,
+    calibrate_error,
+    calibrate_noise_terms,
     denoise,
     despike,
+    error_from_terms,
     rebin,
     spice_error,
+    spice_noise_terms,
 )
 
 # --- fit ---
@@ -50,6 +54,7 @@ from .derive import (
     derive_all,
     doppler_velocity,
     fwhm,
+    line_widths,
     nonthermal_velocity,
     radiance,
 )
@@ -70,6 +75,10 @@ __all__ = [
     "__version__",
     # prep
     "spice_error",
+    "spice_noise_terms",
+    "calibrate_error",
+    "calibrate_noise_terms",
+    "error_from_terms",
     "SPICE_NOISE_CONSTANTS",
     "SPICE_NOISE_CITATION",
     "despike",
@@ -102,6 +111,7 @@ __all__ = [
     "radiance",
     "doppler_velocity",
     "fwhm",
+    "line_widths",
     "nonthermal_velocity",
     "correct_doppler_gradient",
     "derive_all",

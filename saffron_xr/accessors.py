@@ -32,6 +32,26 @@ class SaffronDataArrayAccessor:
 
         return spice_error(self._obj, radcal=radcal, xposure=xposure, nbin2=nbin2, nbin3=nbin3, detector=detector, dark_factor=dark_factor)  # fmt: skip
 
+    def calibrate_error(
+        self,
+        error=None,
+        *,
+        terms=None,
+        lags=(2, 3, 4),
+        max_samples=2_000_000,
+        radcal=None,
+        xposure=None,
+        nbin2=None,
+        nbin3=None,
+        detector=None,
+        dark_factor=2,
+    ):
+        """Noise model rescaled to the data; see :func:`saffron_xr.calibrate_error` (lazy
+        error, one small statistics pass)."""
+        from .prep import calibrate_error
+
+        return calibrate_error(self._obj, error, terms=terms, lags=lags, max_samples=max_samples, radcal=radcal, xposure=xposure, nbin2=nbin2, nbin3=nbin3, detector=detector, dark_factor=dark_factor)  # fmt: skip
+
     def despike(self, *, n_sigma=5.0, size=3, replace="nan", dark_factor=2, local_scatter=True):
         """Remove cosmic-ray hits, returns (cleaned, spikes); see :func:`saffron_xr.despike`
         (lazy)."""
@@ -139,53 +159,60 @@ class SaffronDatasetAccessor:
         self._obj = obj
 
     # --- derive ---
-    def radiance(self):
+    def radiance(self, *, mask="good"):
         """Line radiance and error; see :func:`saffron_xr.radiance` (lazy)."""
         from .derive import radiance
 
-        return radiance(self._obj)
+        return radiance(self._obj, mask=mask)
 
-    def doppler_velocity(self, reference="rest"):
+    def doppler_velocity(self, reference="median", *, mask="good"):
         """Doppler velocity and error; see :func:`saffron_xr.doppler_velocity` (lazy)."""
         from .derive import doppler_velocity
 
-        return doppler_velocity(self._obj, reference=reference)
+        return doppler_velocity(self._obj, reference=reference, mask=mask)
 
-    def fwhm(self):
+    def fwhm(self, *, mask="good"):
         """Line FWHM and error; see :func:`saffron_xr.fwhm` (lazy)."""
         from .derive import fwhm
 
-        return fwhm(self._obj)
+        return fwhm(self._obj, mask=mask)
 
     def nonthermal_velocity(
-        self, *, log_t=None, instrumental_fwhm=None, slit_width=None, detector=None
+        self, *, log_t=None, instrumental_fwhm=None, slit_width=None, detector=None, mask="good"
     ):
         """Non-thermal velocity; see :func:`saffron_xr.nonthermal_velocity` (lazy)."""
         from .derive import nonthermal_velocity
 
-        return nonthermal_velocity(self._obj, log_t=log_t, instrumental_fwhm=instrumental_fwhm, slit_width=slit_width, detector=detector)  # fmt: skip
+        return nonthermal_velocity(self._obj, log_t=log_t, instrumental_fwhm=instrumental_fwhm, slit_width=slit_width, detector=detector, mask=mask)  # fmt: skip
+
+    def line_widths(self, *, log_t=None, instrumental_fwhm=None, nonthermal=None, mask="good"):
+        """FWHM, thermal and non-thermal widths; see :func:`saffron_xr.line_widths` (lazy)."""
+        from .derive import line_widths
+
+        return line_widths(self._obj, log_t=log_t, instrumental_fwhm=instrumental_fwhm, nonthermal=nonthermal, mask=mask)  # fmt: skip
 
     def correct_doppler_gradient(
-        self, *, reference_line=None, dim="x", degree=1, reference="median"
+        self, *, reference_line=None, dim="x", degree=1, reference="median", mask="good"
     ):
         """Remove a velocity trend; see :func:`saffron_xr.correct_doppler_gradient` (lazy)."""
         from .derive import correct_doppler_gradient
 
-        return correct_doppler_gradient(self._obj, reference_line=reference_line, dim=dim, degree=degree, reference=reference)  # fmt: skip
+        return correct_doppler_gradient(self._obj, reference_line=reference_line, dim=dim, degree=degree, reference=reference, mask=mask)  # fmt: skip
 
     def derive_all(
         self,
         *,
-        doppler_reference="rest",
+        doppler_reference="median",
         log_t=None,
         instrumental_fwhm=None,
         nonthermal=None,
         gradient=None,
+        mask="good",
     ):
         """Parameters plus derived quantities; see :func:`saffron_xr.derive_all` (lazy)."""
         from .derive import derive_all
 
-        return derive_all(self._obj, doppler_reference=doppler_reference, log_t=log_t, instrumental_fwhm=instrumental_fwhm, nonthermal=nonthermal, gradient=gradient)  # fmt: skip
+        return derive_all(self._obj, doppler_reference=doppler_reference, log_t=log_t, instrumental_fwhm=instrumental_fwhm, nonthermal=nonthermal, gradient=gradient, mask=mask)  # fmt: skip
 
     # --- io ---
     def to_netcdf(

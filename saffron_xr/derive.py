@@ -14,6 +14,16 @@ compute it, with ``units`` and ``long_name`` on every variable. Merge it back wi
 
 Error propagation is linear (first order); covariance terms are used when present and taken as
 zero otherwise.
+
+Which pixels count (``mask=``): by default (``"good"``) a derived value is kept only where the
+line is ``detected``, not ``at_bound`` (per-line variables of the fit result) and the pixel's
+``status`` is ``CONVERGED`` (:meth:`saffron_xr.FitStatus.converged`, the one definition of
+"converged"); elsewhere it is NaN. When the fit result has no ``detected``/``at_bound``
+variables the status alone decides, and the rule says so. ``"usable"`` keeps every status whose
+parameters are finite (:meth:`saffron_xr.FitStatus.usable`), ``None`` keeps everything, and a
+boolean DataArray is used as given. The rule applied is recorded in the ``mask_rule``
+attribute of every derived variable. The Doppler ``"median"`` and ``"column"`` references are
+medians over the same kept pixels, so centroids pinned at a bound never move them.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ import numpy as np
 import xarray as xr
 
 __all__ = [
+    "MASK_RULES",
     "SPEED_OF_LIGHT",
     "FWHM_PER_SIGMA",
     "ATOMIC_WEIGHTS",
@@ -38,6 +49,7 @@ __all__ = [
     "thermal_fwhm",
     "default_instrumental_fwhm",
     "nonthermal_velocity",
+    "line_widths",
     "correct_doppler_gradient",
     "derive_all",
 ]
@@ -115,6 +127,67 @@ _SW_LW_BOUNDARY = 850.0  # Angstrom: SW covers ~704-790, LW ~973-1049
 # ----------------------------------------------------------------------------- helpers
 
 
+#: Names accepted by the ``mask=`` keyword (besides a boolean DataArray).
+MASK_RULES = ("good", "usable", None)
+
+
+def _quality_mask(params: xr.Dataset, mask) -> tuple[xr.DataArray | None, str]:
+    """The boolean keep-mask for ``mask`` (None: keep all) and the rule as text."""
+    from .fit.status import FitStatus
+
+    if mask is None or (isinstance(mask, str) and mask == "none"):
+        return None, "none: every fitted value kept"
+    if isinstance(mask, xr.DataArray):
+        if mask.dtype != bool:
+            raise ValueError(f"a mask DataArray must be boolean, got dtype {mask.dtype}")
+        return mask, "user mask (DataArray)"
+    if mask not in ("good", "usable"):
+        raise ValueError(
+            f"unknown mask {mask!r}: use 'good' (detected, converged, not at a bound), "
+            "'usable' (finite parameters), None (keep all) or a boolean DataArray"
+        )
+    if "status" not in params.variables:
+        return None, f"{mask}: no 'status' in the parameters, every fitted value kept"
+    if mask == "usable":
+        codes = [int(c) for c in FitStatus.usable()]
+        names = "/".join(c.name for c in FitStatus.usable())
+        return params["status"].isin(codes), f"usable: status in {names}"
+    codes = [int(c) for c in FitStatus.converged()]
+    keep = params["status"].isin(codes)
+    parts = [f"status {'/'.join(c.name for c in FitStatus.converged())}"]
+    absent = []
+    if "detected" in params.variables:
+        keep = keep & params["detected"].astype(bool)
+        parts.insert(0, "detected")
+    else:
+        absent.append("detected")
+    if "at_bound" in params.variables:
+        keep = keep & ~params["at_bound"].astype(bool)
+        parts.append("not at_bound")
+    else:
+        absent.append("at_bound")
+    rule = "good: " + " & ".join(parts)
+    if absent:
+        rule += f" ({' and '.join(absent)} absent from the fit result: not applied)"
+    return keep, rule
+
+
+def _masked(da: xr.DataArray, keep: xr.DataArray | None) -> xr.DataArray:
+    """``da`` with NaN where ``keep`` is False (dims and attrs of ``da``)."""
+    if keep is None:
+        return da
+    attrs = da.attrs
+    out = da.where(keep)
+    extra = [d for d in out.dims if d not in da.dims]
+    if extra:
+        raise ValueError(
+            f"the mask has dims {extra} that {da.name or 'the variable'} {da.dims} lacks"
+        )
+    out = out.transpose(*da.dims)
+    out.attrs = attrs
+    return out
+
+
 def _require(params: xr.Dataset, names, what: str) -> None:
     missing = [n for n in names if n not in params.variables]
     if missing:
@@ -184,7 +257,7 @@ def _ions(params: xr.Dataset) -> list[str]:
 # ----------------------------------------------------------------------------- radiance
 
 
-def radiance(params: xr.Dataset) -> xr.Dataset:
+def radiance(params: xr.Dataset, *, mask="good") -> xr.Dataset:
     """Line radiance (wavelength-integrated) of each fitted Gaussian, with its error.
 
     ``radiance = amplitude * width * sqrt(2 pi)``, with the width converted from Angstrom to nm
@@ -198,6 +271,9 @@ def radiance(params: xr.Dataset) -> xr.Dataset:
     ----------
     params : xarray.Dataset
         Fitted parameters with ``amplitude``, ``width``, ``amplitude_err``, ``width_err``.
+    mask : {"good", "usable", None} or xarray.DataArray, default "good"
+        Which pixels keep a value (others NaN); see the module documentation. The rule is
+        recorded in the ``mask_rule`` attribute.
 
     Returns
     -------
@@ -235,16 +311,26 @@ def radiance(params: xr.Dataset) -> xr.Dataset:
         + 2.0 * amp * w * _cov(params, "cov_amplitude_width")
     )
     err = k * np.sqrt(var.clip(min=0))
-    rad.attrs = {"units": units, "long_name": "line radiance (integrated Gaussian)"}
-    err.attrs = {"units": units, "long_name": "1-sigma error of line radiance"}
+    keep, rule = _quality_mask(params, mask)
+    rad, err = _masked(rad, keep), _masked(err, keep)
+    rad.attrs = {
+        "units": units,
+        "long_name": "line radiance (integrated Gaussian)",
+        "mask_rule": rule,
+    }
+    err.attrs = {"units": units, "long_name": "1-sigma error of line radiance", "mask_rule": rule}
     return xr.Dataset({"radiance": rad, "radiance_err": err}, coords=_keep_coords(params))
 
 
 # ----------------------------------------------------------------------------- Doppler
 
 
-def _reference_wavelength(params: xr.Dataset, reference) -> tuple[xr.DataArray, str]:
+def _reference_wavelength(
+    params: xr.Dataset, reference, keep: xr.DataArray | None = None, rule: str = ""
+) -> tuple[xr.DataArray, str]:
     centroid = params["centroid"] * _unit_factor(params["centroid"], "Angstrom", "Angstrom")
+    kept = _masked(centroid, keep)
+    over = f" of the kept pixels ({rule})" if keep is not None else " of all pixels"
     if isinstance(reference, xr.DataArray):
         extra = set(reference.dims) - set(centroid.dims)
         if extra:
@@ -264,8 +350,9 @@ def _reference_wavelength(params: xr.Dataset, reference) -> tuple[xr.DataArray, 
         )
     if reference == "median":
         dims = _spatial_dims(centroid)
-        return centroid.median(dims, skipna=True), (
-            f"median: median centroid of each line over {', '.join(map(str, dims))}"
+        return kept.median(dims, skipna=True), (
+            f"median: median centroid of each line over {', '.join(map(str, dims))}{over}; "
+            "removes the instrument's wavelength-scale offset (and any mean flow of the window)"
         )
     if reference == "column":
         if "y" not in centroid.dims:
@@ -273,8 +360,8 @@ def _reference_wavelength(params: xr.Dataset, reference) -> tuple[xr.DataArray, 
                 "doppler_velocity(reference='column') takes the median along the slit (dim "
                 f"'y'); the centroid has dims {centroid.dims}"
             )
-        return centroid.median("y", skipna=True), (
-            "column: median centroid of each line along the slit (y), per raster column"
+        return kept.median("y", skipna=True), (
+            "column: median centroid of each line along the slit (y), per raster column" + over
         )
     raise ValueError(
         f"unknown Doppler reference {reference!r}: use 'rest', 'median', 'column', a wavelength "
@@ -282,7 +369,7 @@ def _reference_wavelength(params: xr.Dataset, reference) -> tuple[xr.DataArray, 
     )
 
 
-def doppler_velocity(params: xr.Dataset, reference="rest") -> xr.Dataset:
+def doppler_velocity(params: xr.Dataset, reference="median", *, mask="good") -> xr.Dataset:
     """Doppler velocity of each line relative to a reference wavelength, in km/s.
 
     ``v = c (centroid - reference) / reference`` (non-relativistic; positive = redshift, i.e.
@@ -293,42 +380,61 @@ def doppler_velocity(params: xr.Dataset, reference="rest") -> xr.Dataset:
     ----------
     params : xarray.Dataset
         Fitted parameters with ``centroid`` and ``centroid_err`` (Angstrom).
-    reference : {"rest", "median", "column"}, float or xarray.DataArray, default "rest"
-        ``"rest"``: the ``rest_wavelength`` coordinate of each line (catalog value; SPICE's
-        pre-flight wavelength scale can be off by tenths of an Angstrom, so absolute velocities
-        against it carry that offset). ``"median"``: the median centroid of each line over the
-        map. ``"column"``: the median centroid of each line along the slit (``y``), per raster
-        column (per exposure for sit-and-stare). A float: one wavelength in Angstrom for every
+    reference : {"median", "rest", "column"}, float or xarray.DataArray, default "median"
+        ``"median"`` (default): the median centroid of each line over the map (the window),
+        taken over the pixels kept by ``mask`` only. SPICE's wavelength scale is pre-flight
+        and off by tenths of an Angstrom (the real 2022 Ne VIII window sits at about
+        -164 km/s against the rest wavelength), so this is the reference a SPICE user should
+        get: it removes the instrument's offset (and with it any mean flow of the window).
+        ``"rest"``: the ``rest_wavelength`` coordinate of each line (catalog value; absolute
+        velocities then carry the wavelength-scale offset). ``"column"``: the median centroid
+        of each line along the slit (``y``), per raster column (per exposure for
+        sit-and-stare), over the kept pixels. A float: one wavelength in Angstrom for every
         line. A DataArray: wavelengths in Angstrom whose dims are among the centroid's (e.g.
         ``line``, or ``(line, x)``).
+    mask : {"good", "usable", None} or xarray.DataArray, default "good"
+        Which pixels keep a value (others NaN); see the module documentation. The rule is
+        recorded in the ``mask_rule`` attribute.
 
     Returns
     -------
     xarray.Dataset
         ``doppler_velocity`` and ``doppler_velocity_err`` (km/s) and
-        ``doppler_reference_wavelength`` (Angstrom, the reference actually used); the reference
-        is described in the ``doppler_reference`` attribute of each variable. Lazy.
+        ``doppler_reference_wavelength`` (Angstrom, the reference actually used); attributes
+        ``doppler_reference`` (the reference's name), ``doppler_reference_description``,
+        ``reference_wavelength`` (the values when known without computing, else a pointer to
+        the ``doppler_reference_wavelength`` variable) and ``mask_rule``. Lazy.
 
     Examples
     --------
     >>> import xarray as xr
     >>> p = xr.Dataset({"centroid": ("line", [770.5]), "centroid_err": ("line", [0.01])},
     ...                coords={"rest_wavelength": ("line", [770.42])})
-    >>> round(float(doppler_velocity(p)["doppler_velocity"][0]), 3)
+    >>> round(float(doppler_velocity(p, "rest")["doppler_velocity"][0]), 3)
     31.13
     """
     _require(params, ["centroid", "centroid_err"], "doppler_velocity")
-    ref, description = _reference_wavelength(params, reference)
+    keep, rule = _quality_mask(params, mask)
+    ref, description = _reference_wavelength(params, reference, keep, rule)
     cfac = _unit_factor(params["centroid"], "Angstrom", "Angstrom")
     efac = _unit_factor(params["centroid_err"], "Angstrom", "Angstrom")
     centroid = params["centroid"] * cfac
     with xr.set_options(arithmetic_join="exact"):
         v = SPEED_OF_LIGHT * (centroid - ref) / ref
         err = SPEED_OF_LIGHT * (params["centroid_err"] * efac) / ref
-    v = v.transpose(*centroid.dims)
-    err = err.transpose(*centroid.dims)
+    v = _masked(v.transpose(*centroid.dims), keep)
+    err = _masked(err.transpose(*centroid.dims), keep)
     label = reference if isinstance(reference, str) else description
-    common = {"doppler_reference": str(label), "doppler_reference_description": description}
+    if ref.chunks is None and ref.size <= 64:
+        known = json.dumps(np.round(np.atleast_1d(ref.values).astype(float), 6).tolist())
+    else:
+        known = "see the variable doppler_reference_wavelength (computed with the maps)"
+    common = {
+        "doppler_reference": str(label),
+        "doppler_reference_description": description,
+        "reference_wavelength": known,
+        "mask_rule": rule,
+    }
     v.attrs = {
         "units": "km s-1",
         "long_name": "Doppler velocity (positive = redshift)",
@@ -352,13 +458,16 @@ def doppler_velocity(params: xr.Dataset, reference="rest") -> xr.Dataset:
 # ----------------------------------------------------------------------------- widths
 
 
-def fwhm(params: xr.Dataset) -> xr.Dataset:
+def fwhm(params: xr.Dataset, *, mask="good") -> xr.Dataset:
     """Full width at half maximum of each line, ``2 sqrt(2 ln 2) width``, in Angstrom.
 
     Parameters
     ----------
     params : xarray.Dataset
         Fitted parameters with ``width`` and ``width_err`` (Gaussian sigma).
+    mask : {"good", "usable", None} or xarray.DataArray, default "good"
+        Which pixels keep a value (others NaN); see the module documentation. The rule is
+        recorded in the ``mask_rule`` attribute.
 
     Returns
     -------
@@ -375,10 +484,15 @@ def fwhm(params: xr.Dataset) -> xr.Dataset:
     _require(params, ["width", "width_err"], "fwhm")
     wfac = _unit_factor(params["width"], "Angstrom", "Angstrom")
     efac = _unit_factor(params["width_err"], "Angstrom", "Angstrom")
-    f = FWHM_PER_SIGMA * wfac * params["width"]
-    e = FWHM_PER_SIGMA * efac * params["width_err"]
-    f.attrs = {"units": "Angstrom", "long_name": "full width at half maximum"}
-    e.attrs = {"units": "Angstrom", "long_name": "1-sigma error of full width at half maximum"}
+    keep, rule = _quality_mask(params, mask)
+    f = _masked(FWHM_PER_SIGMA * wfac * params["width"], keep)
+    e = _masked(FWHM_PER_SIGMA * efac * params["width_err"], keep)
+    f.attrs = {"units": "Angstrom", "long_name": "full width at half maximum", "mask_rule": rule}
+    e.attrs = {
+        "units": "Angstrom",
+        "long_name": "1-sigma error of full width at half maximum",
+        "mask_rule": rule,
+    }
     return xr.Dataset({"fwhm": f, "fwhm_err": e}, coords=_keep_coords(params))
 
 
@@ -506,6 +620,7 @@ def nonthermal_velocity(
     instrumental_fwhm=None,
     slit_width: float | None = None,
     detector: str | None = None,
+    mask="good",
 ) -> xr.Dataset:
     """Non-thermal velocity from the observed line width, in km/s.
 
@@ -529,6 +644,9 @@ def nonthermal_velocity(
         detector (values and citation in :data:`INSTRUMENTAL_FWHM`).
     slit_width, detector : optional
         Passed to the default instrumental width lookup.
+    mask : {"good", "usable", None} or xarray.DataArray, default "good"
+        Which pixels keep a value (others NaN); see the module documentation. The rule is
+        recorded in the ``mask_rule`` attribute.
 
     Returns
     -------
@@ -538,8 +656,9 @@ def nonthermal_velocity(
     """
     _require(params, ["width", "width_err"], "nonthermal_velocity")
     lam0 = _rest_wavelength(params, "nonthermal_velocity")
-    widths = fwhm(params)
+    widths = fwhm(params, mask=mask)
     w, w_err = widths["fwhm"], widths["fwhm_err"]
+    rule = w.attrs["mask_rule"]
     th = thermal_fwhm(params, log_t=log_t)
     if instrumental_fwhm is None:
         inst = default_instrumental_fwhm(params, slit_width=slit_width, detector=detector)
@@ -561,8 +680,17 @@ def nonthermal_velocity(
         "W^2 = W_inst^2 + 4 ln2 (lambda0/c)^2 (2kT/M + xi^2); xi = most-probable (1/e) "
         "non-thermal speed; NaN where W^2 <= W_inst^2 + W_th^2"
     )
-    xi.attrs = {"units": "km s-1", "long_name": "non-thermal velocity", "convention": conv}
-    err.attrs = {"units": "km s-1", "long_name": "1-sigma error of non-thermal velocity"}
+    xi.attrs = {
+        "units": "km s-1",
+        "long_name": "non-thermal velocity",
+        "convention": conv,
+        "mask_rule": rule,
+    }
+    err.attrs = {
+        "units": "km s-1",
+        "long_name": "1-sigma error of non-thermal velocity",
+        "mask_rule": rule,
+    }
     th = th.reset_coords(drop=True) if th.dims else th
     inst = inst.reset_coords(drop=True) if inst.dims else inst
     return xr.Dataset(
@@ -599,6 +727,7 @@ def correct_doppler_gradient(
     dim: str = "x",
     degree: int = 1,
     reference="median",
+    mask="good",
 ) -> xr.Dataset:
     """Remove a smooth trend of Doppler velocity along ``x`` or ``y`` from all lines.
 
@@ -621,6 +750,8 @@ def correct_doppler_gradient(
         Polynomial degree (0 = constant offset, 1 = linear, ...).
     reference : optional
         Doppler reference used when ``ds`` holds parameters (see :func:`doppler_velocity`).
+    mask : optional
+        Pixel mask used when ``ds`` holds parameters (see :func:`doppler_velocity`).
 
     Returns
     -------
@@ -635,7 +766,7 @@ def correct_doppler_gradient(
                 "correct_doppler_gradient needs a 'doppler_velocity' variable (from "
                 "doppler_velocity()) or fitted parameters with a 'centroid'"
             )
-        ds = doppler_velocity(ds, reference=reference)
+        ds = doppler_velocity(ds, reference=reference, mask=mask)
     v = ds["doppler_velocity"]
     if dim not in v.dims:
         raise ValueError(f"dim {dim!r} is not a dimension of doppler_velocity {v.dims}")
@@ -696,31 +827,99 @@ def correct_doppler_gradient(
 # ----------------------------------------------------------------------------- all
 
 
+def _nonthermal_available(params: xr.Dataset, log_t, instrumental_fwhm) -> str:
+    """Why non-thermal widths cannot be computed ("" if they can)."""
+    try:
+        if "rest_wavelength" not in params.coords and "rest_wavelength" not in params.variables:
+            return "no rest_wavelength coordinate"
+        _resolve_log_t(params, log_t)
+        if instrumental_fwhm is None:
+            default_instrumental_fwhm(params)
+    except ValueError as exc:
+        return str(exc)
+    return ""
+
+
+def line_widths(
+    params: xr.Dataset,
+    *,
+    log_t=None,
+    instrumental_fwhm=None,
+    nonthermal: bool | None = None,
+    mask="good",
+) -> xr.Dataset:
+    """FWHM and, where a formation temperature is known, thermal and non-thermal widths.
+
+    Parameters
+    ----------
+    params : xarray.Dataset
+        Fitted parameters.
+    log_t, instrumental_fwhm : optional
+        See :func:`nonthermal_velocity`.
+    nonthermal : bool, optional
+        ``True``: compute the thermal and non-thermal widths (error if impossible);
+        ``False``: FWHM only; ``None`` (default): compute them when a formation temperature
+        is known for every line (``log_t``, a ``log_t`` coordinate or the default line
+        catalog) and an instrumental width is known, else FWHM only.
+    mask : optional
+        See :func:`fwhm`.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``fwhm``, ``fwhm_err`` and, when computed, ``nonthermal_velocity``,
+        ``nonthermal_velocity_err``, ``thermal_fwhm`` and ``instrumental_fwhm``; the
+        ``widths`` attribute says which were written and why. Lazy.
+    """
+    out = fwhm(params, mask=mask)
+    reason = ""
+    if nonthermal is None:
+        reason = _nonthermal_available(params, log_t, instrumental_fwhm)
+        nonthermal = not reason
+    if nonthermal:
+        nt = nonthermal_velocity(
+            params, log_t=log_t, instrumental_fwhm=instrumental_fwhm, mask=mask
+        )
+        out = out.merge(nt)
+        out.attrs["widths"] = "FWHM, thermal FWHM, instrumental FWHM and non-thermal velocity"
+    else:
+        out.attrs["widths"] = "FWHM only" + (
+            f" (no thermal/non-thermal widths: {reason})" if reason else ""
+        )
+    return out
+
+
 def derive_all(
     params: xr.Dataset,
     *,
-    doppler_reference="rest",
+    doppler_reference="median",
     log_t=None,
     instrumental_fwhm=None,
     nonthermal: bool | None = None,
     gradient: Mapping | None = None,
+    mask="good",
 ) -> xr.Dataset:
-    """The parameters plus radiance, Doppler velocity, FWHM and (optionally) non-thermal velocity.
+    """The parameters plus radiance, Doppler velocity and widths (FWHM, thermal, non-thermal).
 
     Parameters
     ----------
     params : xarray.Dataset
         Fitted parameters.
     doppler_reference : optional
-        See :func:`doppler_velocity`.
+        See :func:`doppler_velocity` (default ``"median"``: the median centroid of each line
+        over the kept pixels, which removes SPICE's wavelength-scale offset).
     log_t, instrumental_fwhm : optional
         See :func:`nonthermal_velocity`.
     nonthermal : bool, optional
-        Compute the non-thermal velocity. Default: only when ``log_t`` is given or the
-        parameters have a ``log_t`` coordinate.
+        See :func:`line_widths`: by default the thermal and non-thermal widths are written
+        whenever a formation temperature is known for every line (argument, ``log_t``
+        coordinate or the default line catalog).
     gradient : dict, optional
         Keyword arguments of :func:`correct_doppler_gradient` (e.g. ``{"dim": "x",
         "degree": 1, "reference_line": "ne_8 770.42"}``); ``None`` applies no correction.
+    mask : {"good", "usable", None} or xarray.DataArray, default "good"
+        Which pixels keep derived values (and define the median references); see the module
+        documentation. Recorded as ``mask_rule`` on each derived variable.
 
     Returns
     -------
@@ -728,15 +927,15 @@ def derive_all(
         ``params`` merged with the derived variables; the settings are recorded as JSON in the
         ``derive_settings`` attribute. Lazy.
     """
-    parts = [radiance(params), fwhm(params)]
-    vel = doppler_velocity(params, reference=doppler_reference)
+    parts = [radiance(params, mask=mask)]
+    widths = line_widths(
+        params, log_t=log_t, instrumental_fwhm=instrumental_fwhm, nonthermal=nonthermal, mask=mask
+    )
+    parts.append(widths)
+    vel = doppler_velocity(params, reference=doppler_reference, mask=mask)
     if gradient:
         vel = correct_doppler_gradient(vel, **dict(gradient))
     parts.append(vel)
-    if nonthermal is None:
-        nonthermal = log_t is not None or "log_t" in params.coords
-    if nonthermal:
-        parts.append(nonthermal_velocity(params, log_t=log_t, instrumental_fwhm=instrumental_fwhm))
     out = params.copy()
     for part in parts:
         for name, var in part.data_vars.items():
@@ -745,12 +944,15 @@ def derive_all(
         "doppler_reference": doppler_reference
         if isinstance(doppler_reference, (str, float, int))
         else "DataArray",
-        "nonthermal": bool(nonthermal),
+        "nonthermal": "nonthermal_velocity" in widths,
+        "widths": widths.attrs["widths"],
         "log_t": log_t if isinstance(log_t, (float, int, dict)) else None,
         "instrumental_fwhm": instrumental_fwhm
         if isinstance(instrumental_fwhm, (float, int))
         else None,
         "gradient": dict(gradient) if gradient else None,
+        "mask": mask if isinstance(mask, str) or mask is None else "DataArray",
+        "mask_rule": out["radiance"].attrs["mask_rule"],
     }
     out.attrs["derive_settings"] = json.dumps(settings)
     return out

@@ -171,7 +171,7 @@ def test_doppler_given_wavelength_and_dataarray(params):
     with pytest.raises(ValueError, match="join='exact'"):
         doppler_velocity(params, reference=ref.assign_coords(line=["a", "b"]))
     with pytest.raises(ValueError, match="rest_wavelength"):
-        doppler_velocity(params.drop_vars("rest_wavelength"))
+        doppler_velocity(params.drop_vars("rest_wavelength"), "rest")
 
 
 # ----------------------------------------------------------------------------- widths
@@ -463,7 +463,7 @@ def test_velocity_recovery_on_generated_raster(tmp_path):
         params = saffron_xr.fit_lines(radiance_, model, error=error).compute()
         common = [ln for ln in params["line"].values if ln in true["line"].values]
         reference = (true["rest_wavelength"] + true["offset"]).sel(line=common)
-        vel = doppler_velocity(params.sel(line=common), reference=reference)
+        vel = doppler_velocity(params.sel(line=common), reference=reference, mask=None)
         wl = radiance_["wavelength"].values
         err_cube = error.transpose("y", "x", "wavelength").values
         for line in common:
@@ -508,6 +508,7 @@ def test_velocity_recovery_on_generated_raster(tmp_path):
             "doppler_velocity",
             "fwhm",
             "nonthermal_velocity",
+            "line_widths",
             "correct_doppler_gradient",
             "derive_all",
         )

@@ -145,6 +145,7 @@ def test_accessor_forwards():
     ("method", "function"),
     [
         ("spice_error", sx.spice_error),
+        ("calibrate_error", sx.calibrate_error),
         ("despike", sx.despike),
         ("denoise", sx.denoise),
         ("bin", sx.bin_spatial),

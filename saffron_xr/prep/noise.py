@@ -23,7 +23,7 @@ from types import MappingProxyType
 import numpy as np
 import xarray as xr
 
-__all__ = ["SPICE_NOISE_CONSTANTS", "SPICE_NOISE_CITATION", "spice_error"]
+__all__ = ["SPICE_NOISE_CONSTANTS", "SPICE_NOISE_CITATION", "spice_error", "spice_noise_terms"]
 
 #: Bibliographic source of :data:`SPICE_NOISE_CONSTANTS`.
 SPICE_NOISE_CITATION = "Huang et al. 2023, A&A, doi:10.1051/0004-6361/202345988"
@@ -140,6 +140,101 @@ def _noise_terms(
         ),
     }
     return photon, floor, info
+
+
+def _terms_units(radiance: xr.DataArray) -> tuple[str, str]:
+    """Units of the photon term (radiance unit) and of the floor (radiance unit squared)."""
+    import astropy.units as u
+
+    units = _radiance_units(radiance)
+    try:
+        squared = (u.Unit(units) ** 2).to_string()
+    except ValueError:
+        squared = f"({units})2"
+    return units, squared
+
+
+def spice_noise_terms(
+    radiance: xr.DataArray,
+    *,
+    radcal=None,
+    xposure: float | None = None,
+    nbin2: int | None = None,
+    nbin3: int | None = None,
+    detector: str | None = None,
+    dark_factor: int = _DEFAULT_DARK_FACTOR,
+) -> xr.Dataset:
+    """The two terms of the SPICE noise model, ``sigma**2 = photon * max(I, 0) + floor``.
+
+    ``photon = F**2 G / RADCAL`` (the signal-dependent, photon-counting term) and
+    ``floor = k N_bin (R**2 + D t) / RADCAL**2`` (read noise and dark current), in radiance
+    units, with the same constants as :func:`spice_error` (Huang et al. 2023). This is the
+    form a fit weighted by its model uses (``sigma`` evaluated at the model, not at the noisy
+    sample, so no ``|I|`` rule), and the form :func:`saffron_xr.calibrate_noise_terms`
+    rescales.
+
+    Parameters
+    ----------
+    radiance : xarray.DataArray
+        Spectral radiance with the header keywords in its attrs (see :func:`spice_error`);
+        only its attrs, units and ``radcal`` coordinate are read, never its values.
+    radcal, xposure, nbin2, nbin3, detector, dark_factor
+        As for :func:`spice_error`.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``photon`` (radiance units) and ``floor`` (radiance units squared), float64, 0-d or
+        along ``wavelength`` when RADCAL is given per wavelength (lazy if that coordinate is
+        chunked); the model constants in ``noise_*`` attrs.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> rad = xr.DataArray(
+    ...     np.zeros((1, 1, 2), dtype="float32"), dims=("y", "x", "wavelength"),
+    ...     attrs={"RADCAL": 38.15, "XPOSURE": 4.7, "NBIN2": 1, "NBIN3": 1,
+    ...            "DETECTOR": "SW", "units": "W m-2 sr-1 nm-1"})
+    >>> terms = spice_noise_terms(rad)
+    >>> round(float(terms.photon), 5), round(float(terms.floor), 5)
+    (0.09384, 0.07117)
+    """
+    photon, floor, info = _noise_terms(
+        radiance,
+        radcal=radcal,
+        xposure=xposure,
+        nbin2=nbin2,
+        nbin3=nbin3,
+        detector=detector,
+        dark_factor=dark_factor,
+    )
+    units, squared = _terms_units(radiance)
+
+    def _as_da(value, attrs):
+        da = value if isinstance(value, xr.DataArray) else xr.DataArray(float(value))
+        da = da.astype(np.float64)
+        if da.dims:
+            da = da.reset_coords(drop=True)
+        return da.assign_attrs(attrs)
+
+    ds = xr.Dataset(
+        {
+            "photon": _as_da(
+                photon,
+                {"units": units, "long_name": "signal-dependent noise term F^2 G / RADCAL"},
+            ),
+            "floor": _as_da(
+                floor,
+                {
+                    "units": squared,
+                    "long_name": "signal-independent noise variance k N_bin (R^2 + D t) / "
+                    "RADCAL^2",
+                },
+            ),
+        },
+        attrs={**info, "noise_terms_formula": "sigma^2 = photon * max(I, 0) + floor"},
+    )
+    return ds
 
 
 def _model_sigma(signal: xr.DataArray, photon, floor) -> xr.DataArray:

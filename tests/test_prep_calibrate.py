@@ -1,0 +1,195 @@
+"""Noise calibration from the data: known scale factors come back; real-data ratios; laziness."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import saffron_xr as sx
+from saffron_xr.testing import raise_if_dask_computes
+
+ATTRS = {
+    "RADCAL": 38.15,
+    "XPOSURE": 4.7,
+    "NBIN2": 1,
+    "NBIN3": 1,
+    "DETECTOR": "SW",
+    "units": "W m-2 sr-1 nm-1",
+}
+# SPICE SW model terms by hand (Huang et al. 2023 constants: G=3.58, F=1, R=6.9, D=0.89, k=2)
+PHOTON = 3.58 / 38.15
+FLOOR = 2 * (6.9**2 + 0.89 * 4.7) / 38.15**2
+
+
+def _cube(floor_scale, signal_scale, seed, ny=400, nx=8, nw=50):
+    """A SPICE-like cube: continuum + one line whose peak grows along x, constant along y.
+
+    Noise drawn with sigma**2 = signal_scale**2 PHOTON S + floor_scale**2 FLOOR.
+    """
+    rng = np.random.default_rng(seed)
+    wl = 767.7 + 0.0975 * np.arange(nw)
+    peak = np.geomspace(0.3, 30.0, nx)
+    profile = np.exp(-0.5 * ((wl - wl.mean()) / 0.33) ** 2)
+    signal = 0.05 + peak[:, None] * profile[None, :]  # (x, wavelength)
+    signal = np.broadcast_to(signal, (ny, nx, nw))
+    var = signal_scale**2 * PHOTON * signal + floor_scale**2 * FLOOR
+    data = signal + np.sqrt(var) * rng.standard_normal(signal.shape)
+    return xr.DataArray(
+        data.astype("float32"),
+        dims=("y", "x", "wavelength"),
+        coords={"wavelength": ("wavelength", wl, {"units": "Angstrom"})},
+        attrs=ATTRS,
+    )
+
+
+def test_spice_noise_terms_by_hand_and_consistent_with_spice_error():
+    rad = xr.DataArray(np.array([[[0.0, 2.0, -1.0]]]), dims=("y", "x", "wavelength"), attrs=ATTRS)
+    terms = sx.spice_noise_terms(rad)
+    assert float(terms.photon) == pytest.approx(PHOTON, rel=1e-12)
+    assert float(terms.floor) == pytest.approx(FLOOR, rel=1e-12)
+    assert terms.photon.attrs["units"] == "W m-2 sr-1 nm-1"
+    # for I >= 0 the official error is sqrt(photon I + floor)
+    err = sx.spice_error(rad).values[0, 0]
+    assert err[:2] == pytest.approx(np.sqrt(PHOTON * np.array([0.0, 2.0]) + FLOOR), rel=1e-12)
+    # the calibrated path never uses the |I| rule: a negative sample gets the floor
+    via_terms = sx.error_from_terms(rad, terms).values[0, 0]
+    assert via_terms[2] == pytest.approx(np.sqrt(FLOOR), rel=1e-12)
+    assert err[2] > via_terms[2]
+
+
+@pytest.mark.parametrize(
+    ("floor_scale", "signal_scale"), [(0.7, 1.0), (2.2, 1.0), (1.0, 1.3), (0.7, 0.6)]
+)
+def test_known_scale_factors_are_recovered(floor_scale, signal_scale):
+    rad = _cube(floor_scale, signal_scale, seed=int(10 * floor_scale + 100 * signal_scale))
+    terms = sx.calibrate_noise_terms(rad)
+    assert terms.attrs["noise_signal_measured"] == 1
+    assert terms.attrs["noise_floor_ratio"] == pytest.approx(floor_scale, rel=0.03)
+    assert terms.attrs["noise_signal_ratio"] == pytest.approx(signal_scale, rel=0.05)
+    assert float(terms.floor) == pytest.approx(floor_scale**2 * FLOOR, rel=0.06)
+    assert float(terms.photon) == pytest.approx(signal_scale**2 * PHOTON, rel=0.1)
+    record = json.loads(terms.attrs["noise_calibration"])
+    assert record["lags"] == [2, 3, 4]
+    assert set(record["directions"]) == {"y", "wavelength"}
+
+
+def test_calibrated_error_matches_the_scatter_it_was_drawn_with():
+    """Independent check: the scatter of repeated draws around the truth, per sample."""
+    rad = _cube(0.7, 1.0, seed=3)
+    err = sx.calibrate_error(rad)
+    signal = _cube(0.0, 0.0, seed=0)  # the noise-free signal (both scales 0)
+    terms = sx.calibrate_noise_terms(rad)
+    at_truth = sx.error_from_terms(signal, terms)  # the calibrated sigma at the true signal
+    pull = ((rad - signal) / at_truth).std().item()
+    assert pull == pytest.approx(1.0, abs=0.02)
+    # the same sigma evaluated at the noisy samples is what calibrate_error returns
+    xr.testing.assert_allclose(err, sx.error_from_terms(rad, terms).assign_attrs(err.attrs))
+    assert err.attrs["noise_floor_ratio"] == pytest.approx(0.7, rel=0.03)
+    assert isinstance(err.attrs["noise_floor_ratio"], float)
+    assert "MAD" in err.attrs["noise_calibration_method"]
+
+
+def test_terms_from_a_given_error_array():
+    rad = _cube(2.2, 1.0, seed=5)
+    model_err = sx.spice_error(rad)  # |I| rule on negatives: the fit uses I >= 0 only
+    terms = sx.calibrate_noise_terms(rad, error=model_err)
+    assert terms.attrs["noise_floor_ratio"] == pytest.approx(2.2, rel=0.03)
+    record = json.loads(terms.attrs["noise_calibration"])
+    assert record["model_floor"] == pytest.approx(FLOOR, rel=1e-6)
+    assert record["error_fit_relative_rms"] < 1e-5
+    with pytest.raises(ValueError, match="not both"):
+        sx.calibrate_noise_terms(rad, sx.spice_noise_terms(rad), error=model_err)
+
+
+def test_lag_one_is_refused_and_bad_dims_named():
+    rad = _cube(1.0, 1.0, seed=1, ny=50, nx=2)
+    with pytest.raises(ValueError, match="lags must be >= 2"):
+        sx.calibrate_error(rad, lags=(1, 2))
+    with pytest.raises(ValueError, match="needs the dims"):
+        sx.calibrate_error(rad.rename(y="slit"))
+
+
+def test_calibration_is_lazy_except_one_small_statistics_pass():
+    rad = _cube(0.7, 1.0, seed=2, nx=40).chunk({"y": 100, "x": 10})
+    with raise_if_dask_computes(max_computes=1) as sched:
+        err = sx.calibrate_error(rad, max_samples=100_000)
+    assert sched.total_computes == 1
+    assert err.chunks == rad.chunks
+    assert err.dtype == rad.dtype
+    with raise_if_dask_computes():
+        again = sx.error_from_terms(rad, sx.spice_noise_terms(rad))
+    assert again.chunks == rad.chunks
+    with raise_if_dask_computes(max_computes=1):
+        via_accessor = rad.saffron.calibrate_error(terms=sx.spice_noise_terms(rad), lags=(2, 3))
+    assert via_accessor.attrs["noise_floor_ratio"] == pytest.approx(0.7, rel=0.05)
+    # the subsample honoured max_samples (a stride over x)
+    record = json.loads(err.attrs["noise_calibration"])
+    assert "x[0::" in record["subsample"]
+
+
+def test_real_ne8_window_floor_is_below_the_model(ne8_file):
+    """Issue 12: the 2022 Ne VIII window's noise floor is about 0.70x the model's."""
+    tree = sx.open_spice(ne8_file)
+    rad = tree[next(iter(tree.children))].dataset["radiance"]
+    err = sx.calibrate_error(rad)
+    floor_ratio = err.attrs["noise_floor_ratio"]
+    assert 0.6 < floor_ratio < 0.8
+    directions = json.loads(err.attrs["noise_calibration"])["directions"]
+    # both directions agree on the floor within 10%
+    y, w = directions["y"]["floor_ratio"], directions["wavelength"]["floor_ratio"]
+    assert abs(y - w) < 0.1 * max(y, w)
+    # the calibrated floor describes the line-free scatter: lag-3 differences along the slit
+    # at wavelengths more than 1.2 Angstrom from the line (chosen from the coordinate, not
+    # from the noisy values) have the robust spread sqrt(2) sigma_floor (by hand)
+    v = rad.transpose("y", "x", "wavelength")
+    free = np.abs(v["wavelength"].values - 770.1) > 1.2
+    v = v.values[:, :, free].astype(float)
+    d = (v[3:] - v[:-3]).ravel()
+    d = d[np.isfinite(d)]
+    sigma_floor = 1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2)
+    calibrated_floor = np.sqrt(FLOOR) * floor_ratio
+    assert sigma_floor == pytest.approx(calibrated_floor, rel=0.1)
+    assert sigma_floor < 0.85 * np.sqrt(FLOOR)
+
+
+def test_real_lyg_c3_raster_with_its_own_uncertainty(shared_data):
+    npz = np.load(shared_data / "spice" / "raster_20240425_lyg_c3" / "grid_data.npz")
+    dims = ("wavelength", "y", "x")
+    rad = xr.DataArray(npz["intensity"].astype("float32"), dims=dims)
+    rad = rad.where(~xr.DataArray(npz["mask"], dims=dims))
+    unc = xr.DataArray(npz["uncertainty"], dims=dims)
+    terms = sx.calibrate_noise_terms(rad, error=unc, max_samples=1_000_000)
+    record = json.loads(terms.attrs["noise_calibration"])
+    # the uncertainty array is exactly of the model's form
+    assert record["error_fit_relative_rms"] < 1e-6
+    assert terms.attrs["noise_signal_measured"] == 1
+    # this product holds no non-positive sample (they are masked), so faint samples are a
+    # truncated distribution and the floor ratio comes out far below 1; the bright C III
+    # samples are photon-dominated and the measured signal ratio exceeds 1 (structure adds)
+    assert float(np.nanmin(npz["intensity"])) > 0
+    assert 0.1 < terms.attrs["noise_floor_ratio"] < 0.8
+    assert terms.attrs["noise_signal_ratio"] > 1.0
+
+
+@pytest.mark.parametrize("calibrate", [True, False])
+def test_runner_records_the_calibration(ne8_file, calibrate):
+    from saffron_xr.pipeline.config import ConfigError, validate_config
+    from saffron_xr.pipeline.runner import process_window
+
+    assert validate_config({})["prep"]["noise"]["calibrate"] is True
+    with pytest.raises(ConfigError, match="prep.noise.calibrate"):
+        validate_config({"prep": {"noise": {"calibrate": "yes"}}})
+    cfg = validate_config({"prep": {"noise": {"calibrate": calibrate}}})
+    tree = sx.open_spice(ne8_file)
+    name = next(iter(tree.children))
+    catalog = sx.LineCatalog.default()
+    out = process_window(cfg, name, tree[name].dataset, catalog)  # lazy: the fit is not run
+    if calibrate:
+        assert 0.6 < out.attrs["noise_floor_ratio"] < 0.8
+        assert json.loads(out.attrs["noise_calibration"])["lags"] == [2, 3, 4]
+        assert "MAD" in out.attrs["noise_calibration_method"]
+    else:
+        assert "noise_floor_ratio" not in out.attrs
