@@ -104,7 +104,7 @@ class SaffronDataArrayAccessor:
         thresholds=None,
         noise=None,
         moments=True,
-        detection_threshold=5.0,
+        detection_threshold=3.0,
         covariance=False,
     ):
         """Fit a LineModel to every spectrum; see :func:`saffron_xr.fit_lines` (lazy)."""

@@ -243,3 +243,19 @@ def test_full_covariance_matches_scipy():
         "ne_8 770.42/centroid",
         "ne_8 770.42/width",
     ]
+
+
+def test_false_detections_on_noise_only_spectra():
+    """The default 3-sigma threshold on spectra without a line: under 1.5 % detected."""
+    rng = np.random.default_rng(1)
+    n = 4000
+    clean = np.zeros((n, WAVE.size)) + 0.05
+    sigma = np.sqrt(PHOTON * clean + FLOOR)
+    y = clean + sigma * rng.standard_normal(clean.shape)
+    m = LineModel(background_degree=1)
+    m.add_line("ne_8 770.42", amplitude=0.5, centroid=770.0, width=0.34,
+               bounds={"centroid": (769.6, 770.4), "width": (0.8 * 0.761 / 2.3548, 1.0)})  # fmt: skip
+    ds = fit_lines(as_data(y), m, error=as_data(sigma))
+    assert ds.attrs["detection_threshold"] == 3.0
+    assert ds.detected.values.mean() < 0.015
+    assert (ds.significance.values >= 5).mean() < 0.001

@@ -195,7 +195,7 @@ def pack_spec(
     moments: bool = True,
     reweight: bool = False,
     full_cov: bool = False,
-    detection: float = 5.0,
+    detection: float = 3.0,
     thresholds=(math.inf, math.inf, math.inf),
 ) -> np.ndarray:
     """Pack a ``CompiledModel`` and the fit options into the kernel's ``spec`` array.

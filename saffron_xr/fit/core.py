@@ -42,7 +42,7 @@ def fit_lines(
     thresholds: dict | None = None,
     noise: xr.Dataset | None = None,
     moments: bool = True,
-    detection_threshold: float = 5.0,
+    detection_threshold: float = 3.0,
     covariance: bool = False,
 ) -> xr.Dataset:
     """Fit Gaussian lines on a polynomial background to every spectrum of a DataArray.
@@ -110,9 +110,11 @@ def fit_lines(
         given by the first and second moments of their excess over the rest of the model
         (when significant), before the linear solve: fewer iterations and fewer wrong
         minima on rasters whose lines move or broaden.
-    detection_threshold : float, default 5.0
+    detection_threshold : float, default 3.0
         A line is ``detected`` where its ``significance`` (see Returns) is at least this
-        (in sigma).
+        (in sigma). Measured on 4,000 SPICE-like noise-only spectra (one line free in
+        centroid within +-0.4 Angstrom and in width): 0.7 % reach 3 sigma (0.1 % of them
+        also not at a bound), 0.08 % reach 4 and none 5 (``tests/test_fit_honesty.py``).
     covariance : bool, default False
         Also return the full covariance matrix of the free parameters (``covariance``,
         dims ``param``, ``param2`` + pixel dims), e.g. for ratios of blended lines.

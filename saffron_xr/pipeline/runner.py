@@ -226,6 +226,24 @@ def _selected(cfg, names_and_ext):
     return out
 
 
+def _fit_noise(cfg: dict, radiance: xr.DataArray, terms):
+    """The noise terms for model-based weights (issue 12), or None.
+
+    With the noise model on, fits take their weights from the fitted model rather than from
+    the noisy samples (``fit_lines(noise=...)``): the calibrated terms when calibrated,
+    else the SPICE model's. Not after denoising, whose output no longer has the model's
+    noise (the input errors are kept there, see below).
+    """
+    pcfg = cfg["prep"]
+    if not pcfg["noise"]["enabled"] or pcfg["denoise"]["enabled"]:
+        return None
+    if terms is None:
+        from ..prep import spice_noise_terms
+
+        terms = spice_noise_terms(radiance, dark_factor=pcfg["noise"]["dark_factor"])
+    return terms
+
+
 def process_window(cfg: dict, name: str, ds: xr.Dataset, catalog) -> xr.Dataset:
     """Prepare, model, fit and derive one window Dataset; returns a lazy result Dataset.
 
@@ -306,7 +324,7 @@ def process_window(cfg: dict, name: str, ds: xr.Dataset, catalog) -> xr.Dataset:
             thresholds=dict(pcfg["binning"]["thresholds"]),
         )
     else:
-        params = fit_lines(radiance, model, error=error)
+        params = fit_lines(radiance, model, error=error, noise=_fit_noise(cfg, radiance, noise_terms))
     dcfg = cfg["derive"]
     extra = {}
     if dcfg["radiance"]:
