@@ -419,7 +419,27 @@ def _kind_of(hdr) -> str:
     return "ras"
 
 
-def _open_window(path, hdul, hdu, kind, chunks, mixed_wcs, cache=None):
+def _dask_array(source: _MemmapWindow, kind: str, chunks: dict, name: str):
+    """The window as a dask array over ``source`` (dims as :func:`_open_window` names them)."""
+    nt, ny, nx, nw = source.shape
+    block = (
+        (chunks["time"], chunks["y"], 1, nw)
+        if kind == "sit"
+        else (1, chunks["y"], chunks["x"], nw)
+    )
+    arr4 = da.from_array(
+        source, chunks=block, meta=np.empty((0, 0, 0, 0), source.dtype), name=name
+    )
+    return (arr4[:, :, 0, :] if kind == "sit" else arr4[0]), {}
+
+
+def _open_window(path, hdul, hdu, kind, chunks, mixed_wcs, cache=None, make_array=None):
+    """One window as a Dataset.
+
+    ``make_array(source, kind, chunks, name) -> (data, encoding)`` turns the window's
+    :class:`_MemmapWindow` into the ``radiance`` data (default: a dask array, see
+    :func:`_dask_array`); the xarray backend passes its own lazily indexed array.
+    """
     hdr = hdu.header
     extname = str(hdr.get("EXTNAME", "PRIMARY")).strip()
     _check_wcs(path, hdr, extname)
@@ -450,25 +470,14 @@ def _open_window(path, hdul, hdu, kind, chunks, mixed_wcs, cache=None):
     if kind == "sit":
         if nx != 1:
             raise _err(path, f"sit-and-stare window {extname!r} has {nx} slit positions")
-        arr4 = da.from_array(
-            source,
-            chunks=(ch["time"], ch["y"], 1, nw),
-            meta=np.empty((0, 0, 0, 0), source.dtype),
-            name=f"spice-{extname}-{abs(hash((str(path), offset)))}",
-        )
-        data = arr4[:, :, 0, :]
         dims = ("time", "y", "wavelength")
     else:
-        arr4 = da.from_array(
-            source,
-            chunks=(1, ch["y"], ch["x"], nw),
-            meta=np.empty((0, 0, 0, 0), source.dtype),
-            name=f"spice-{extname}-{abs(hash((str(path), offset)))}",
-        )
         if nt != 1:
             raise _err(path, f"raster window {extname!r} has {nt} exposures along time")
-        data = arr4[0]
         dims = ("y", "x", "wavelength")
+    data, encoding = (make_array or _dask_array)(
+        source, kind, ch, f"spice-{extname}-{abs(hash((str(path), offset)))}"
+    )
 
     coords, note = _coordinates(path, hdr, extname, file_shape, kind, mixed_wcs, cache)
     _wave_scale(path, hdr, extname)  # rejects an unknown CUNIT3 (astropy gives metres)
@@ -496,13 +505,14 @@ def _open_window(path, hdul, hdu, kind, chunks, mixed_wcs, cache=None):
     rad_attrs = dict(key_attrs)
     rad_attrs.update(units=units, long_name="spectral radiance")
     radiance = xr.DataArray(data, dims=dims, attrs=rad_attrs)
+    radiance.encoding.update(encoding)
     ds = xr.Dataset({"radiance": radiance}, coords=coords)
     ds.attrs.update(key_attrs)
     ds.attrs["header"] = hdr.tostring(sep="\n", padding=False)
     return window_node_name(extname), ds
 
 
-def _open_one(path, windows, chunks, dumbbells, mixed_wcs):
+def _open_one(path, windows, chunks, dumbbells, mixed_wcs, make_array=None):
     path = Path(path)
     hdul = _open_hdulist(path)
     try:
@@ -551,7 +561,7 @@ def _open_one(path, windows, chunks, dumbbells, mixed_wcs):
         cache = {}
         for _extname, hdu in by_name.values():
             kind = _kind_of(hdu.header)
-            name, ds = _open_window(path, hdul, hdu, kind, chunks, mixed_wcs, cache)
+            name, ds = _open_window(path, hdul, hdu, kind, chunks, mixed_wcs, cache, make_array)
             nodes[name] = ds
         root_attrs = {k: _attr_value(primary[k]) for k in PIPELINE_KEYWORDS if k in primary}
         root_attrs["filename"] = path.name
