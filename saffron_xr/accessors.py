@@ -126,6 +126,13 @@ class SaffronDataArrayAccessor:
 
         return explore(self._obj, results, window=window)
 
+    # --- io: sunpy ---
+    def to_sunpy_map(self, *, wcs_source=None, cmap=None, norm=None):
+        """A sunpy Map of this 2-D (y, x) map; see :func:`saffron_xr.to_sunpy_map` (computes)."""
+        from .io.sunpy_map import to_sunpy_map
+
+        return to_sunpy_map(self._obj, wcs_source=wcs_source, cmap=cmap, norm=norm)
+
 
 @xr.register_dataset_accessor("saffron")
 class SaffronDatasetAccessor:

@@ -24,7 +24,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 from ..errors import SpiceFileError
 
-__all__ = ["open_spice", "window_node_name", "PIPELINE_KEYWORDS"]
+__all__ = ["open_spice", "window_node_name", "spatial_wcs_text", "PIPELINE_KEYWORDS"]
 
 #: Header keywords copied as attributes onto each window Dataset and its ``radiance``.
 PIPELINE_KEYWORDS = (
@@ -242,6 +242,28 @@ def _window_wcs(hdr) -> WCS:
     return w
 
 
+_SPATIAL_WCS_KEY = re.compile(
+    r"^(CTYPE[12]|CUNIT[12]|CRVAL[12]|CDELT[12]|CRPIX[12]|PC[12]_[12]|CROTA2?|LONPOLE|LATPOLE|"
+    r"WCSNAME|TIMESYS|DATE-OBS|DATE-BEG|DATE-AVG|DATE-END|DSUN_OBS|HGLN_OBS|HGLT_OBS|"
+    r"CRLN_OBS|CRLT_OBS|RSUN_REF|RSUN_ARC|OBS_VR)$"
+)
+
+
+def spatial_wcs_text(hdr) -> str:
+    """The helioprojective part of a window header, as FITS card text (one card a line).
+
+    Keeps the WCS of the file's pixel axes 1 (x) and 2 (y) -- axes 3 and 4 (wavelength, time)
+    are dropped, which evaluates a PC matrix that mixes wavelength into position at the
+    reference wavelength pixel, as the ``hpln``/``hplt`` coordinates are -- plus the
+    observation dates and the observer's location (``DSUN_OBS``, ``HGLN_OBS``, ``HGLT_OBS``).
+    The reader stores it as the ``spatial_wcs`` attribute of the ``hpln``/``hplt``
+    coordinates, which travel with every result computed from the window (fits, derived
+    maps, results files), so :func:`saffron_xr.to_sunpy_map` can rebuild the WCS from them.
+    """
+    cards = [card for card in hdr.cards if _SPATIAL_WCS_KEY.match(card.keyword)]
+    return fits.Header(cards).tostring(sep="\n", padding=False)
+
+
 _AXIS3_ONLY = re.compile(r"^(NAXIS3|CTYPE3|CUNIT3|CRVAL3|CDELT3|CRPIX3|PC3_\d)$")
 
 
@@ -320,6 +342,9 @@ def _coordinates(path, hdr, extname, shape, kind, mixed_wcs, cache=None):
         lat,
         {"units": "arcsec", "long_name": "helioprojective latitude (Solar Y)"},
     )
+    spatial_wcs = spatial_wcs_text(hdr)
+    coords["hpln"][2]["spatial_wcs"] = spatial_wcs
+    coords["hplt"][2]["spatial_wcs"] = spatial_wcs
     if t0 is not None:
         times = t0 + np.round(np.asarray(tsec) * 1e6).astype("timedelta64[us]")
         coords["time"] = (tdims, times.astype("datetime64[ns]"), {"long_name": "time of exposure"})
