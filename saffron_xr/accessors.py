@@ -192,12 +192,19 @@ class SaffronDatasetAccessor:
 
     # --- io ---
     def to_netcdf(
-        self, path, *, config=None, provenance=None, compression_level=4, overwrite=True
+        self,
+        path,
+        *,
+        config=None,
+        provenance=None,
+        compression_level=4,
+        overwrite=True,
+        format=None,
     ):
         """Write as a results file; see :func:`saffron_xr.to_netcdf` (computes)."""
         from .io.netcdf import to_netcdf
 
-        return to_netcdf(self._obj, path, config=config, provenance=provenance, compression_level=compression_level, overwrite=overwrite)  # fmt: skip
+        return to_netcdf(self._obj, path, config=config, provenance=provenance, compression_level=compression_level, overwrite=overwrite, format=format)  # fmt: skip
 
     def to_l3_fits(self, path, *, data=None, overwrite=True):
         """Write SOLARNET/SPICE L3-style FITS; see :func:`saffron_xr.to_l3_fits` (computes)."""
@@ -261,12 +268,19 @@ class SaffronDataTreeAccessor:
 
     # --- io ---
     def to_netcdf(
-        self, path, *, config=None, provenance=None, compression_level=4, overwrite=True
+        self,
+        path,
+        *,
+        config=None,
+        provenance=None,
+        compression_level=4,
+        overwrite=True,
+        format=None,
     ):
         """Write per-window results; see :func:`saffron_xr.to_netcdf` (computes)."""
         from .io.netcdf import to_netcdf
 
-        return to_netcdf(self._obj, path, config=config, provenance=provenance, compression_level=compression_level, overwrite=overwrite)  # fmt: skip
+        return to_netcdf(self._obj, path, config=config, provenance=provenance, compression_level=compression_level, overwrite=overwrite, format=format)  # fmt: skip
 
     def to_l3_fits(self, path, *, data=None, overwrite=True):
         """Write SOLARNET/SPICE L3-style FITS; see :func:`saffron_xr.to_l3_fits` (computes)."""
