@@ -113,6 +113,10 @@ class _Window:
         return None
 
 
+def _regular(values: np.ndarray) -> np.ndarray:
+    return np.linspace(values[0], values[-1], values.size) if values.size > 1 else values
+
+
 def _map(hv, window: _Window, quantity: str, line: str, mask: np.ndarray | None):
     """One parameter map of the page, drawn by hvplot (an ``hv.Image``), or None."""
     from .explorer import _clim, _symmetric_clim
@@ -144,7 +148,8 @@ def _map(hv, window: _Window, quantity: str, line: str, mask: np.ndarray | None)
     grid = xr.DataArray(
         values,
         dims=("solar_y", "solar_x"),
-        coords={"solar_y": window.ys, "solar_x": window.xs},
+        # hv.Image needs a regular grid: the mean pixel steps (the slit's roll is not drawn)
+        coords={"solar_y": _regular(window.ys), "solar_x": _regular(window.xs)},
         name=quantity,
         attrs={"units": units},
     )
