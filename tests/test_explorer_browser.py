@@ -155,3 +155,14 @@ def test_explorer_page_in_chromium(server, results_folder, tmp_path):
         finally:
             context.close()
     assert errors == [], errors
+
+
+def test_explore_command_registered_and_bad_input(tmp_path):
+    from saffron_xr.cli import build_parser
+    from saffron_xr.plot.serve import serve
+
+    args = build_parser().parse_args(["explore", "r.nc", "--port", "0", "--no-show"])
+    assert (args.results, args.port, args.show, args.data) == ("r.nc", 0, False, None)
+    assert args.func.__module__ == "saffron_xr.plot.serve"
+    with pytest.raises(FileNotFoundError, match="nope.nc"):
+        serve(tmp_path / "nope.nc", show=False)
