@@ -47,6 +47,7 @@ from .io.select import select_files
 from .io.netcdf import open_results, output_name, to_netcdf
 from .io.l3fits import open_l3_fits, to_l3_fits
 from .io.reconstruct import reconstruct
+from .io.sunpy_map import to_sunpy_map
 
 # --- derive ---
 from .derive import (
@@ -107,6 +108,7 @@ __all__ = [
     "to_l3_fits",
     "open_l3_fits",
     "reconstruct",
+    "to_sunpy_map",
     # derive
     "radiance",
     "doppler_velocity",

@@ -150,6 +150,13 @@ class SaffronDataArrayAccessor:
 
         return explore(self._obj, results, window=window)
 
+    # --- io: sunpy ---
+    def to_sunpy_map(self, *, wcs_source=None, cmap=None, norm=None):
+        """A sunpy Map of this 2-D (y, x) map; see :func:`saffron_xr.to_sunpy_map` (computes)."""
+        from .io.sunpy_map import to_sunpy_map
+
+        return to_sunpy_map(self._obj, wcs_source=wcs_source, cmap=cmap, norm=norm)
+
 
 @xr.register_dataset_accessor("saffron")
 class SaffronDatasetAccessor:
@@ -216,12 +223,19 @@ class SaffronDatasetAccessor:
 
     # --- io ---
     def to_netcdf(
-        self, path, *, config=None, provenance=None, compression_level=4, overwrite=True
+        self,
+        path,
+        *,
+        config=None,
+        provenance=None,
+        compression_level=4,
+        overwrite=True,
+        format=None,
     ):
         """Write as a results file; see :func:`saffron_xr.to_netcdf` (computes)."""
         from .io.netcdf import to_netcdf
 
-        return to_netcdf(self._obj, path, config=config, provenance=provenance, compression_level=compression_level, overwrite=overwrite)  # fmt: skip
+        return to_netcdf(self._obj, path, config=config, provenance=provenance, compression_level=compression_level, overwrite=overwrite, format=format)  # fmt: skip
 
     def to_l3_fits(self, path, *, data=None, overwrite=True):
         """Write SOLARNET/SPICE L3-style FITS; see :func:`saffron_xr.to_l3_fits` (computes)."""
@@ -285,12 +299,19 @@ class SaffronDataTreeAccessor:
 
     # --- io ---
     def to_netcdf(
-        self, path, *, config=None, provenance=None, compression_level=4, overwrite=True
+        self,
+        path,
+        *,
+        config=None,
+        provenance=None,
+        compression_level=4,
+        overwrite=True,
+        format=None,
     ):
         """Write per-window results; see :func:`saffron_xr.to_netcdf` (computes)."""
         from .io.netcdf import to_netcdf
 
-        return to_netcdf(self._obj, path, config=config, provenance=provenance, compression_level=compression_level, overwrite=overwrite)  # fmt: skip
+        return to_netcdf(self._obj, path, config=config, provenance=provenance, compression_level=compression_level, overwrite=overwrite, format=format)  # fmt: skip
 
     def to_l3_fits(self, path, *, data=None, overwrite=True):
         """Write SOLARNET/SPICE L3-style FITS; see :func:`saffron_xr.to_l3_fits` (computes)."""

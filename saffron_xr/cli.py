@@ -123,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
         "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress output"
     )
     p.set_defaults(func=_cmd_demo)
+
+    # explore: the served hvplot explorer (saffron_xr/plot/serve.py)
+    from .plot.serve import add_explore_command
+
+    add_explore_command(sub)
     return parser
 
 

@@ -12,6 +12,13 @@ Files are written atomically: to a hidden temporary file in the destination fold
 never a partial file under the final name, and an existing file under that name stays intact
 until the new one is complete.
 
+The same results can be written as a Zarr store instead (``format="zarr"``, a folder, for
+object stores and shared file systems; needs the ``zarr`` extra): same groups, variables,
+attributes and provenance, chunks equal to the dask chunks, and :func:`open_results` reads
+either. A Zarr store is written to a hidden ``.<name>.<random>.part`` folder and renamed into
+place; replacing an existing store moves the old one aside first, so a reader may briefly
+find no store under the name, but never a partial one.
+
 Attributes that netCDF cannot hold natively (booleans, ``None``, dicts, lists, tuples) are
 stored as JSON strings and listed in the variable's / group's ``saffron_json_attrs`` attribute;
 :func:`open_results` decodes them, so a round trip gives back identical attributes.
@@ -34,6 +41,7 @@ import xarray as xr
 from .reader import window_node_name
 
 __all__ = [
+    "FORMATS",
     "DEFAULT_NAME_TEMPLATE",
     "NAME_FIELDS",
     "output_name",
@@ -47,6 +55,13 @@ DEFAULT_NAME_TEMPLATE = "{stem}_saffron.nc"
 
 #: Fields a name template may use.
 NAME_FIELDS = ("stem", "spiobsid", "rasterno", "window", "level", "date")
+
+#: Output formats of :func:`to_netcdf` (``output.format`` in the batch configuration).
+FORMATS = ("netcdf", "zarr")
+
+# Zarr format 2 with consolidated metadata: every Zarr reader handles it, and its string
+# arrays (the ``line`` coordinate) have a stable specification, unlike format 3's so far
+_ZARR_FORMAT = 2
 
 _JSON_ATTRS_KEY = "saffron_json_attrs"
 _PART_SUFFIX = ".part"
@@ -230,13 +245,18 @@ def _netcdf_native(value) -> bool:
     return isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind in "iuf"
 
 
-def _encode_attrs(attrs: Mapping, where: str) -> dict:
+def _zarr_native(value) -> bool:
+    """Zarr attributes are JSON: numpy scalars and arrays would come back as Python values."""
+    return isinstance(value, (str, int, float)) and not isinstance(value, (bool, np.generic))
+
+
+def _encode_attrs(attrs: Mapping, where: str, native=_netcdf_native) -> dict:
     """Attributes with non-netCDF types stored as JSON strings, listed under one key."""
     out, encoded = {}, []
     for key, value in attrs.items():
         if key == _JSON_ATTRS_KEY:
             continue
-        if _netcdf_native(value):
+        if native(value):
             out[key] = value
             continue
         try:
@@ -351,8 +371,11 @@ def _provenance_attrs(tree: xr.DataTree, config, provenance) -> dict:
     return attrs
 
 
-def _prepare(tree: xr.DataTree, compression_level: int) -> tuple[xr.DataTree, dict]:
+def _prepare(
+    tree: xr.DataTree, compression_level: int, fmt: str = "netcdf"
+) -> tuple[xr.DataTree, dict]:
     """Copy of the tree with netCDF-safe attrs, and the per-group encoding dict."""
+    native = _zarr_native if fmt == "zarr" else _netcdf_native
     nodes, encoding = {}, {}
     for node in tree.subtree:
         ds = node.to_dataset(inherit=False)
@@ -360,10 +383,16 @@ def _prepare(tree: xr.DataTree, compression_level: int) -> tuple[xr.DataTree, di
         enc = {}
         for name, var in ds.variables.items():
             var = var.copy(deep=False)
-            var.attrs = _encode_attrs(var.attrs, f"variable {name!r} of group {node.path!r}")
+            var.attrs = _encode_attrs(
+                var.attrs, f"variable {name!r} of group {node.path!r}", native
+            )
             var.encoding = {}
             new_vars[name] = var
-            if var.dtype.kind in "iuf" and var.ndim > 0:
+            if fmt == "zarr" and var.dtype.kind in "iufbM" and var.ndim > 0:
+                enc[name] = {"compressors": _zarr_compressors(compression_level)}
+                if var.chunks:
+                    enc[name]["chunks"] = tuple(int(c[0]) for c in var.chunks)
+            elif var.dtype.kind in "iuf" and var.ndim > 0:
                 enc[name] = {"zlib": True, "complevel": int(compression_level), "shuffle": True}
                 if var.chunks:
                     # netCDF chunks = dask chunks: each block is compressed once, on arrival
@@ -371,7 +400,7 @@ def _prepare(tree: xr.DataTree, compression_level: int) -> tuple[xr.DataTree, di
         out = xr.Dataset(
             {k: v for k, v in new_vars.items() if k in ds.data_vars},
             coords={k: v for k, v in new_vars.items() if k in ds.coords},
-            attrs=_encode_attrs(ds.attrs, f"group {node.path!r}"),
+            attrs=_encode_attrs(ds.attrs, f"group {node.path!r}", native),
         )
         nodes[node.path] = out
         if enc:
@@ -399,6 +428,64 @@ def _check_destination(path, overwrite: bool) -> Path:
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: exists and overwrite=False")
     return path
+
+
+def _zarr_compressors(level: int):
+    """Blosc/zstd with byte shuffle at ``level`` (numcodecs, for Zarr format 2 arrays)."""
+    from numcodecs import Blosc
+
+    return (Blosc(cname="zstd", clevel=int(level), shuffle=Blosc.SHUFFLE),)
+
+
+def _fsync_tree(path: Path) -> None:
+    """fsync every file and folder of a Zarr store (children before parents)."""
+    for root, _dirs, names in os.walk(path, topdown=False):
+        for name in names:
+            _fsync(Path(root) / name)
+        _fsync(Path(root))
+
+
+def _write_store_atomically(path: Path, write: Callable[[Path], object]) -> Path:
+    """Like :func:`_write_atomically` for a store that is a folder (Zarr).
+
+    A folder cannot be renamed over a non-empty one: an existing store is first renamed to a
+    hidden ``.old`` name, the new one renamed into place, then the old one removed.
+    """
+    import shutil
+
+    part = _part_path(path)
+    try:
+        write(part)
+        _fsync_tree(part)
+        if path.exists():
+            old = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old")
+            os.replace(path, old)
+            try:
+                os.replace(part, path)
+            except BaseException:
+                os.replace(old, path)
+                raise
+            if old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink()
+        else:
+            os.replace(part, path)
+    except BaseException:
+        if part.is_dir():
+            shutil.rmtree(part, ignore_errors=True)
+        else:
+            part.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _resolve_format(format, path: Path) -> str:
+    if format is None:
+        return "zarr" if path.suffix.lower() == ".zarr" else "netcdf"
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS} or None, got {format!r}")
+    return format
 
 
 def _write_atomically(path: Path, write: Callable[[Path], object]) -> Path:
@@ -471,8 +558,10 @@ def to_netcdf(
     provenance: Mapping | None = None,
     compression_level: int = 4,
     overwrite: bool = True,
+    format: str | None = None,
 ) -> Path:
-    """Write per-window results to one netCDF4 file, atomically, with provenance.
+    """Write per-window results to one netCDF4 file (or Zarr store), atomically, with
+    provenance.
 
     This function computes: it streams the (dask) data chunk by chunk into the file.
 
@@ -490,9 +579,14 @@ def to_netcdf(
         Further provenance (e.g. CHIANTI version, noise-model constants not present in the
         results' attributes), stored as JSON in the ``provenance`` global attribute.
     compression_level : int, default 4
-        zlib level (1-9) for numeric variables.
+        zlib level (1-9) for numeric variables (Blosc/zstd level for Zarr).
     overwrite : bool, default True
         Replace an existing file (atomically); if False, raise :class:`FileExistsError`.
+    format : {"netcdf", "zarr"}, optional
+        ``"netcdf"``: one netCDF4 file with a group per window; ``"zarr"``: a Zarr store
+        (a folder; needs the ``zarr`` extra; Zarr format 2 with consolidated metadata) with the
+        same groups, variables and attributes, chunked like the dask arrays. Default: ``"zarr"`` if ``path`` ends in ``.zarr``,
+        else ``"netcdf"``.
 
     Returns
     -------
@@ -508,14 +602,28 @@ def to_netcdf(
     ``date_obs_start`` / ``date_obs_end`` and ``provenance``.
     """
     path = _check_destination(path, overwrite)
+    fmt = _resolve_format(format, path)
     if not 1 <= int(compression_level) <= 9:
         raise ValueError(f"compression_level must be 1-9, got {compression_level}")
     tree = as_results_tree(results)
-    prepared, encoding = _prepare(tree, compression_level)
+    prepared, encoding = _prepare(tree, compression_level, fmt)
     root = prepared.to_dataset(inherit=False)
     root.attrs.update(_provenance_attrs(tree, config, provenance))
     prepared = prepared.copy()
     prepared.dataset = root
+    if fmt == "zarr":
+        try:
+            import zarr  # noqa: F401
+        except ImportError as exc:
+            raise ImportError(
+                "format='zarr' needs the zarr package: pip install 'saffron_xr[zarr]'"
+            ) from exc
+        return _write_store_atomically(
+            path,
+            lambda part: prepared.to_zarr(
+                part, mode="w", encoding=encoding, consolidated=True, zarr_format=_ZARR_FORMAT
+            ),
+        )
     return _write_atomically(
         path,
         lambda part: _without_chunk_cache(
@@ -545,11 +653,12 @@ def _without_chunk_cache(write):
 
 
 def open_results(path, *, chunks=None) -> xr.DataTree:
-    """Open a results file written by :func:`to_netcdf`, lazily.
+    """Open a results file (netCDF) or store (Zarr) written by :func:`to_netcdf`, lazily.
 
     Parameters
     ----------
     path : str or path-like
+        A netCDF file, or a Zarr store (a folder).
     chunks : optional
         dask chunks (default: the file's own chunking, ``{}``).
 
@@ -560,12 +669,19 @@ def open_results(path, *, chunks=None) -> xr.DataTree:
         each window is identical to what was written.
     """
     path = Path(path)
-    if not path.is_file():
+    chunks = {} if chunks is None else chunks
+    if path.is_dir():
+        try:
+            tree = xr.open_datatree(path, engine="zarr", chunks=chunks, consolidated=True)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ValueError(f"{path}: not a readable Zarr results store ({exc})") from exc
+    elif not path.is_file():
         raise FileNotFoundError(f"{path}: no such results file")
-    try:
-        tree = xr.open_datatree(path, engine="netcdf4", chunks={} if chunks is None else chunks)
-    except OSError as exc:
-        raise ValueError(f"{path}: not a readable netCDF results file ({exc})") from exc
+    else:
+        try:
+            tree = xr.open_datatree(path, engine="netcdf4", chunks=chunks)
+        except OSError as exc:
+            raise ValueError(f"{path}: not a readable netCDF results file ({exc})") from exc
     nodes = {}
     for node in tree.subtree:
         ds = node.to_dataset(inherit=False)

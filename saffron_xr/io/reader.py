@@ -27,7 +27,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 from ..errors import SpiceFileError
 
-__all__ = ["open_spice", "window_node_name", "PIPELINE_KEYWORDS"]
+__all__ = ["open_spice", "window_node_name", "spatial_wcs_text", "PIPELINE_KEYWORDS"]
 
 log = logging.getLogger(__name__)
 
@@ -516,6 +516,28 @@ def _window_wcs(hdr) -> WCS:
     return w
 
 
+_SPATIAL_WCS_KEY = re.compile(
+    r"^(CTYPE[12]|CUNIT[12]|CRVAL[12]|CDELT[12]|CRPIX[12]|PC[12]_[12]|CROTA2?|LONPOLE|LATPOLE|"
+    r"WCSNAME|TIMESYS|DATE-OBS|DATE-BEG|DATE-AVG|DATE-END|DSUN_OBS|HGLN_OBS|HGLT_OBS|"
+    r"CRLN_OBS|CRLT_OBS|RSUN_REF|RSUN_ARC|OBS_VR)$"
+)
+
+
+def spatial_wcs_text(hdr) -> str:
+    """The helioprojective part of a window header, as FITS card text (one card a line).
+
+    Keeps the WCS of the file's pixel axes 1 (x) and 2 (y) -- axes 3 and 4 (wavelength, time)
+    are dropped, which evaluates a PC matrix that mixes wavelength into position at the
+    reference wavelength pixel, as the ``hpln``/``hplt`` coordinates are -- plus the
+    observation dates and the observer's location (``DSUN_OBS``, ``HGLN_OBS``, ``HGLT_OBS``).
+    The reader stores it as the ``spatial_wcs`` attribute of the ``hpln``/``hplt``
+    coordinates, which travel with every result computed from the window (fits, derived
+    maps, results files), so :func:`saffron_xr.to_sunpy_map` can rebuild the WCS from them.
+    """
+    cards = [card for card in hdr.cards if _SPATIAL_WCS_KEY.match(card.keyword)]
+    return fits.Header(cards).tostring(sep="\n", padding=False)
+
+
 _AXIS3_ONLY = re.compile(r"^(NAXIS3|CTYPE3|CUNIT3|CRVAL3|CDELT3|CRPIX3|PC3_\d)$")
 
 
@@ -594,6 +616,9 @@ def _coordinates(path, hdr, extname, shape, kind, mixed_wcs, cache=None):
         lat,
         {"units": "arcsec", "long_name": "helioprojective latitude (Solar Y)"},
     )
+    spatial_wcs = spatial_wcs_text(hdr)
+    coords["hpln"][2]["spatial_wcs"] = spatial_wcs
+    coords["hplt"][2]["spatial_wcs"] = spatial_wcs
     if t0 is not None:
         times = t0 + np.round(np.asarray(tsec) * 1e6).astype("timedelta64[us]")
         coords["time"] = (tdims, times.astype("datetime64[ns]"), {"long_name": "time of exposure"})
@@ -699,7 +724,27 @@ def _kind_of(hdr) -> str:
     return "ras"
 
 
-def _open_window(path, hdul, hdu, kind, chunks, mixed_wcs, cache=None):
+def _dask_array(source: _MemmapWindow, kind: str, chunks: dict, name: str):
+    """The window as a dask array over ``source`` (dims as :func:`_open_window` names them)."""
+    nt, ny, nx, nw = source.shape
+    block = (
+        (chunks["time"], chunks["y"], 1, nw)
+        if kind == "sit"
+        else (1, chunks["y"], chunks["x"], nw)
+    )
+    arr4 = da.from_array(
+        source, chunks=block, meta=np.empty((0, 0, 0, 0), source.dtype), name=name
+    )
+    return (arr4[:, :, 0, :] if kind == "sit" else arr4[0]), {}
+
+
+def _open_window(path, hdul, hdu, kind, chunks, mixed_wcs, cache=None, make_array=None):
+    """One window as a Dataset.
+
+    ``make_array(source, kind, chunks, name) -> (data, encoding)`` turns the window's
+    :class:`_MemmapWindow` into the ``radiance`` data (default: a dask array, see
+    :func:`_dask_array`); the xarray backend passes its own lazily indexed array.
+    """
     hdr = hdu.header
     extname = str(hdr.get("EXTNAME", "PRIMARY")).strip()
     _check_wcs(path, hdr, extname)
@@ -730,25 +775,14 @@ def _open_window(path, hdul, hdu, kind, chunks, mixed_wcs, cache=None):
     if kind == "sit":
         if nx != 1:
             raise _err(path, f"sit-and-stare window {extname!r} has {nx} slit positions")
-        arr4 = da.from_array(
-            source,
-            chunks=(ch["time"], ch["y"], 1, nw),
-            meta=np.empty((0, 0, 0, 0), source.dtype),
-            name=f"spice-{extname}-{abs(hash((str(path), offset)))}",
-        )
-        data = arr4[:, :, 0, :]
         dims = ("time", "y", "wavelength")
     else:
-        arr4 = da.from_array(
-            source,
-            chunks=(1, ch["y"], ch["x"], nw),
-            meta=np.empty((0, 0, 0, 0), source.dtype),
-            name=f"spice-{extname}-{abs(hash((str(path), offset)))}",
-        )
         if nt != 1:
             raise _err(path, f"raster window {extname!r} has {nt} exposures along time")
-        data = arr4[0]
         dims = ("y", "x", "wavelength")
+    data, encoding = (make_array or _dask_array)(
+        source, kind, ch, f"spice-{extname}-{abs(hash((str(path), offset)))}"
+    )
 
     radcal = _variable_radcal(path, hdul, extname)
     _check_instrument(path, hdr, extname, radcal)
@@ -798,13 +832,14 @@ def _open_window(path, hdul, hdu, kind, chunks, mixed_wcs, cache=None):
     rad_attrs = dict(key_attrs)
     rad_attrs.update(units=units, long_name="spectral radiance")
     radiance = xr.DataArray(data, dims=dims, attrs=rad_attrs)
+    radiance.encoding.update(encoding)
     ds = xr.Dataset({"radiance": radiance}, coords=coords)
     ds.attrs.update(key_attrs)
     ds.attrs["header"] = hdr.tostring(sep="\n", padding=False)
     return window_node_name(extname), ds
 
 
-def _open_one(path, windows, chunks, dumbbells, mixed_wcs):
+def _open_one(path, windows, chunks, dumbbells, mixed_wcs, make_array=None):
     path = Path(path)
     hdul = _open_hdulist(path)
     try:
@@ -882,7 +917,7 @@ def _open_one(path, windows, chunks, dumbbells, mixed_wcs):
         cache = {}
         for _extname, hdu in by_name.values():
             kind = _kind_of(hdu.header)
-            name, ds = _open_window(path, hdul, hdu, kind, chunks, mixed_wcs, cache)
+            name, ds = _open_window(path, hdul, hdu, kind, chunks, mixed_wcs, cache, make_array)
             nodes[name] = ds
         root_attrs = {k: _attr_value(primary[k]) for k in PIPELINE_KEYWORDS if k in primary}
         root_attrs["filename"] = path.name

@@ -112,6 +112,10 @@ def _semantic_checks(cfg, where):
         raise ConfigError(
             f"{where}: 'scheduler.address' is required when scheduler.kind is address"
         )
+    if cfg["output"]["format"] not in ("netcdf", "zarr"):
+        raise ConfigError(
+            f"{where}: 'output.format' must be netcdf or zarr, got {cfg['output']['format']!r}"
+        )
     kind = cfg["files"]["kind"]
     if kind is not None and kind not in ("ras", "sit", "exp"):
         raise ConfigError(f"{where}: 'files.kind' must be ras, sit, exp or null, got {kind!r}")

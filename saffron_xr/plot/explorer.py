@@ -1,4 +1,4 @@
-"""Interactive explorers (holoviews with the bokeh backend) for SPICE windows and fit results.
+"""Interactive explorers (hvplot on xarray, holoviews/bokeh) for SPICE windows and fit results.
 
 * :func:`explore_window` -- a window's image, averaged over wavelength or at a wavelength chosen
   with a slider, and the spectrum at the tapped pixel (with the fitted model, its Gaussian
@@ -8,7 +8,11 @@
 
 Building an explorer computes nothing: every image and spectrum is a
 :class:`holoviews.DynamicMap` whose callback selects and computes only what it displays
-(one 2-D map or one spectrum). holoviews is imported inside the functions. Display the
+(one 2-D map or one spectrum) and draws it with ``.hvplot`` on a labelled DataArray (maps
+with ``.hvplot.image``, spectra with ``.hvplot.step``/``.hvplot.line``); the streams and
+selectors are holoviews'. hvplot and holoviews are imported inside the functions. For a
+served page with a map per parameter see :mod:`saffron_xr.plot.serve`
+(``saffron-xr explore RESULTS.nc``). Display the
 returned object in a notebook after ``holoviews.extension("bokeh")``, serve it with
 ``panel``, or save it with ``holoviews.save(obj, "explorer.html")``.
 
@@ -61,6 +65,27 @@ def _hv():
             "the explorers need holoviews and bokeh: pip install 'saffron_xr[plot]'"
         ) from exc
     return hv
+
+
+def _hvplot():
+    """Register ``.hvplot`` on xarray objects (imported here, never at package import)."""
+    import hvplot.xarray  # noqa: F401
+
+
+def _curve(hv, x, y, wdim, rdim, label: str, *, step: bool = False):
+    """A spectrum curve drawn by ``.hvplot.line``/``.hvplot.step`` on a DataArray."""
+    _hvplot()
+    da = xr.DataArray(
+        np.asarray(y, dtype=float),
+        dims=("wavelength",),
+        coords={"wavelength": np.asarray(x, dtype=float)},
+        name="radiance",
+    )
+    if step:
+        element = da.hvplot.step(x="wavelength", where="mid", label=label)
+    else:
+        element = da.hvplot.line(x="wavelength", label=label)
+    return element.redim(wavelength=wdim, radiance=rdim)
 
 
 def _nodes(tree: xr.DataTree, want) -> dict[str, xr.Dataset]:
@@ -144,18 +169,25 @@ class _Grid:
         if self.stretch > 1:
             self.xlabel += f" [x stretched ×{self.stretch}]"
         self.data_aspect = 1.0 / self.stretch if h_dim == "x" else None
-        # orientation: hv.Image takes rows from the top (largest y) down
-        self._flip_y = self.ys.size > 1 and self.ys[-1] > self.ys[0]
-        self._flip_x = self.xs.size > 1 and self.xs[-1] < self.xs[0]
 
-    def image(self, hv, values: np.ndarray, **kwargs):
-        """An ``hv.Image`` of a ``(y, h)`` array."""
-        arr = np.asarray(values, dtype=float)
-        if self._flip_y:
-            arr = arr[::-1]
-        if self._flip_x:
-            arr = arr[:, ::-1]
-        return hv.Image(arr, bounds=self.bounds, kdims=["solar_x", "solar_y"], **kwargs)
+    def image(self, hv, values: np.ndarray, *, vdims):
+        """An ``hv.Image`` of a ``(y, h)`` array, drawn by ``.hvplot.image`` on a DataArray
+        labelled in arcsec (the grid regularised to the mean pixel steps)."""
+        _hvplot()
+        (vdim,) = vdims
+        name = vdim.name if isinstance(vdim, hv.Dimension) else str(vdim)
+        ny, nh = np.shape(values)
+        grid = xr.DataArray(
+            np.asarray(values, dtype=float),
+            dims=("solar_y", "solar_x"),
+            coords={
+                "solar_y": np.linspace(self.ys[0], self.ys[-1], ny) if ny > 1 else self.ys,
+                "solar_x": np.linspace(self.xs[0], self.xs[-1], nh) if nh > 1 else self.xs,
+            },
+            name=name,
+        )
+        img = grid.hvplot.image(x="solar_x", y="solar_y", frame_height=_FRAME_HEIGHT)
+        return img.redim(**{name: vdim}) if isinstance(vdim, hv.Dimension) else img
 
     def nearest(self, x, y) -> tuple[int, int]:
         """Indices ``(iy, ih)`` of the pixel nearest to display position ``(x, y)``."""
@@ -324,7 +356,7 @@ def explore_window(data, results=None, *, window: str | None = None):
         wdim = hv.Dimension("wavelength", unit="Å")
         rdim = hv.Dimension("radiance", unit=units)
         parts = [
-            hv.Curve((wavelength, spec), wdim, rdim, label="data").opts(
+            _curve(hv, wavelength, spec, wdim, rdim, "data", step=True).opts(
                 backend="bokeh", interpolation="steps-mid", color="black"
             )
         ]
@@ -348,20 +380,20 @@ def explore_window(data, results=None, *, window: str | None = None):
                 model = _model(px, fine)
                 background = model - sum(gauss.values())
                 parts.append(
-                    hv.Curve((fine, background), wdim, rdim, label="background").opts(
+                    _curve(hv, fine, background, wdim, rdim, "background").opts(
                         backend="bokeh", color="gray", line_dash="dotted"
                     )
                 )
                 for k, (line, g) in enumerate(gauss.items()):
                     parts.append(
-                        hv.Curve((fine, g + background), wdim, rdim, label=line_label(line)).opts(
+                        _curve(hv, fine, g + background, wdim, rdim, line_label(line)).opts(
                             backend="bokeh",
                             color=_COMPONENT_COLORS[k % len(_COMPONENT_COLORS)],
                             line_dash="dashed",
                         )
                     )
                 parts.append(
-                    hv.Curve((fine, model), wdim, rdim, label="model").opts(
+                    _curve(hv, fine, model, wdim, rdim, "model").opts(
                         backend="bokeh", color="red", line_width=2
                     )
                 )
