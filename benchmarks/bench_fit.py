@@ -261,7 +261,9 @@ def run_case(case, args):
     print("ratios (per CPU-second):")
     for label in settings:
         for method in ("lm", "trf"):
-            print(f"  saffron {label:<14} / scipy {method:<3}: {rates[label] / rates[method]:7.1f}x")
+            print(
+                f"  saffron {label:<14} / scipy {method:<3}: {rates[label] / rates[method]:7.1f}x"
+            )
     print("accuracy (pull std per line parameter, a c w ...; and agreement with scipy):")
     for label, ds in results.items():
         p, e = saffron_matrix(ds, case)

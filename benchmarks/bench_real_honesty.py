@@ -50,8 +50,10 @@ def machine() -> str:
 
 
 def ne8():
-    path = data_dir() / "spice" / (
-        "solo_L2_spice-n-ras_20220317T002536_V03_100663832-017_ne8-770-window.fits"
+    path = (
+        data_dir()
+        / "spice"
+        / ("solo_L2_spice-n-ras_20220317T002536_V03_100663832-017_ne8-770-window.fits")
     )
     tree = saffron_xr.open_spice(path)
     rad = tree[next(iter(tree.children))].dataset["radiance"]
@@ -83,7 +85,7 @@ def report(label, rad, terms, detector):
     fitted = np.isin(st, [int(s) for s in FitStatus.usable()])
     print(f"model: {model!r}")
     print("statuses: " + ", ".join(
-        f"{FitStatus(int(k)).name} {int(v)}" for k, v in zip(*np.unique(st, return_counts=True))
+        f"{FitStatus(int(k)).name} {int(v)}" for k, v in zip(*np.unique(st, return_counts=True), strict=True)
     ))  # fmt: skip
     inst = INSTRUMENTAL_FWHM[(detector, 2)]
     for line in ds.line.values:
@@ -101,7 +103,7 @@ def report(label, rad, terms, detector):
             print(f"    detected at 5 sigma: at a bound {at[det5].mean():6.1%} (<= 5 %: {ok_b}); "
                   f"median reduced chi2 {chi2:.2f} (0.7-1.4: {ok_c})")  # fmt: skip
             fw = FWHM * p.width.values[det5]
-            print(f"    their FWHM percentiles 5/50/95: "
+            print("    their FWHM percentiles 5/50/95: "
                   + " ".join(f"{v:.3f}" for v in np.percentile(fw, [5, 50, 95]))
                   + f" Angstrom (instrumental {inst:.3f})")  # fmt: skip
         ok_n = "ok" if narrow <= 0.05 else "NOT MET"

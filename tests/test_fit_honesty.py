@@ -151,7 +151,9 @@ def _spice_like(amp, n, seed, bg=0.01):
     sigma = np.sqrt(PHOTON * clean + FLOOR)
     y = clean + sigma * rng.standard_normal(clean.shape)
     # the data-based error as the SPICE model gives it, |I| rule for negative samples
-    err = np.where(y >= 0, np.sqrt(PHOTON * np.clip(y, 0, None) + FLOOR), np.abs(y) + np.sqrt(FLOOR))
+    err = np.where(
+        y >= 0, np.sqrt(PHOTON * np.clip(y, 0, None) + FLOOR), np.abs(y) + np.sqrt(FLOOR)
+    )
     m = LineModel(background_degree=0)
     m.add_line("ne_8 770.42", amplitude=amp, centroid=770.0, width=0.34,
                bounds={"centroid": (769.6, 770.4), "width": (0.8 * 0.761 / 2.3548, 1.0)})  # fmt: skip

@@ -8,13 +8,13 @@ Layouts (named here, once, and read by both the kernel and ``fit/core.py``):
 
 *spec* (``(k)``, float64) — the compiled model and the options, built by `pack_spec`:
 ``SPEC_*`` header entries, then the arrays named in `_SPEC_ARRAYS` one after the other
-(see ``saffron_xr.fit.model.CompiledModel``); `spec_offsets` gives where each starts.
+(see ``saffron_xr.fit.model.CompiledModel``), read back in that order by `_fit_pixel`.
 
 *packed output* (``(q)``, float64) — per pixel, the blocks named in `_PACKED_BLOCKS` with the
 sizes given there (full parameters, their 1-sigma errors, three per-line covariance terms,
-per-line significance, at-bound and detected flags, ``chi2, n_iter, n_valid, status``, the optional
-full covariance of the free parameters, and ``level`` for the adaptive kernel);
-`packed_offsets` computes the offsets for both Python and the kernel.
+per-line significance, at-bound and detected flags, ``chi2, n_iter, n_valid, status``, the
+optional full covariance of the free parameters, and ``level`` for the adaptive kernel);
+`packed_offsets` computes the offsets for both Python and the kernels.
 
 How one pixel is fitted (`_fit_pixel`, each stage its own small function):
 
@@ -39,9 +39,12 @@ How one pixel is fitted (`_fit_pixel`, each stage its own small function):
    the chi-square increase when the line is removed and the other linear parameters refit.
 
 The gufuncs are built on first use by `fit_gufunc` / `adaptive_gufunc` (``functools.cache``)
-and are cached on disk by numba (``cache=True``) in a per-user folder (see
-``saffron_xr.fit.kernel_cache_dir``), so later processes and dask workers load the compiled
-code instead of compiling it. ``SAFFRON_NUMBA_CACHE=0`` turns the disk cache off;
+and are cached on disk by numba (``cache=True``), in ``__pycache__`` next to this file when
+it is writable, else in numba's per-user cache folder (or ``NUMBA_CACHE_DIR``). The cache
+is keyed on this file's modification time and size and on the numba version, so an
+upgrade recompiles; later processes and every dask worker on the same file system load the
+compiled code instead of compiling it (the gufunc itself is never pickled: workers build
+it from this importable module). ``SAFFRON_NUMBA_CACHE=0`` turns the disk cache off;
 ``SAFFRON_NUMBA_FASTMATH=1`` opts in to fastmath flags that keep NaN/Inf semantics.
 """
 
@@ -143,6 +146,24 @@ _REWEIGHT_PASSES = 2
 _MOMENT_TRUNCATION = 0.9113
 
 
+@numba.njit(cache=False)
+def packed_offsets(n_lines, n_full):
+    """Start of each block of the packed output, in `_PACKED_BLOCKS` order.
+
+    The one definition of the layout: `packed_layout` (Python) and the kernels (numba)
+    both call this. Returns ``(params, errors, covariance terms, significance, at_bound,
+    detected, chi2, full covariance)``; ``n_iter``, ``n_valid`` and ``status`` follow
+    ``chi2``, and ``level`` follows the full covariance (adaptive kernel).
+    """
+    o_err = n_full
+    o_cov = 2 * n_full
+    o_sig = o_cov + 3 * n_lines
+    o_bound = o_sig + n_lines
+    o_det = o_bound + n_lines
+    o_chi2 = o_det + n_lines
+    return 0, o_err, o_cov, o_sig, o_bound, o_det, o_chi2, o_chi2 + 4
+
+
 def _block_sizes(n_lines, n_full, n_free, full_cov, adaptive):
     return {
         "full": n_full,
@@ -180,6 +201,12 @@ def packed_layout(
         layout[name] = slice(o, o + n)
         o += n
     layout["size"] = o
+    starts = packed_offsets(n_lines, n_full)
+    names = ("params", "errors", "cov_amplitude_centroid", "significance", "at_bound",
+             "detected", "chi2", "covariance")  # fmt: skip
+    for name, start in zip(names, starts, strict=True):
+        if layout[name].start != start:  # pragma: no cover - a layout edit gone wrong
+            raise AssertionError(f"packed layout: {name} at {layout[name].start}, kernel {start}")
     return layout
 
 
@@ -250,9 +277,7 @@ def pack_spec(
         "free_upper": compiled.free_upper,
         "free_kind": free_kind.astype(np.float64),
     }
-    return np.concatenate([header] + [arrays[name] for name, _ in _SPEC_ARRAYS]).astype(
-        np.float64
-    )
+    return np.concatenate([header] + [arrays[name] for name, _ in _SPEC_ARRAYS]).astype(np.float64)
 
 
 def _env_flag(name: str, default: bool) -> bool:
@@ -1008,10 +1033,7 @@ def _pack(out, q, pfull, cov, factor, mdl, nfree, lower, upper, full_cov):
     """Parameters, errors, per-line covariance terms, at-bound flags, full covariance."""
     nl, nbg, seg_ref, root, scale, offset = mdl
     nfull = pfull.shape[0]
-    o_err = nfull
-    o_cov = 2 * nfull
-    o_bound = o_cov + 4 * nl
-    o_fullcov = o_bound + 2 * nl + 4
+    _, o_err, o_cov, _, o_bound, _, _, o_fullcov = packed_offsets(nl, nfull)
     for j in range(nfull):
         out[j] = pfull[j]
         r = int(root[j])
@@ -1066,9 +1088,7 @@ def _fit_pixel(work, nw, n, p0, spec, out):
     full_cov = spec[SPEC_FULL_COV] != 0.0
 
     # packed output offsets (same order as _PACKED_BLOCKS)
-    o_sig = 2 * nfull + 3 * nl
-    o_det = o_sig + 2 * nl
-    o_chi2 = o_det + nl
+    _, _, _, o_sig, _, o_det, o_chi2, _ = packed_offsets(nl, nfull)
     for k in range(o_chi2 + 1):
         out[k] = np.nan
     out[o_chi2 + 1] = 0.0
@@ -1198,7 +1218,7 @@ def _adaptive_kernel(y, err, wave, photon, floor, p0, spec, template, out):
     """Fit levels from the first (least binned); keep the first meeting the thresholds."""
     nl = int(spec[SPEC_N_LINES])
     nfull = 3 * nl + int(spec[SPEC_N_SEGMENTS]) * (int(spec[SPEC_DEGREE]) + 1)
-    status_at = 2 * nfull + 6 * nl + 3
+    status_at = packed_offsets(nl, nfull)[6] + 3
     thr_a = spec[SPEC_THRESHOLD_AMPLITUDE]
     thr_c = spec[SPEC_THRESHOLD_CENTROID]
     thr_w = spec[SPEC_THRESHOLD_WIDTH]

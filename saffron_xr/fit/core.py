@@ -543,7 +543,11 @@ def _add_quality(ds, packed, layout, compiled, loop_dims, threshold) -> xr.Datas
     # packed by the kernel (not `sig >= threshold`: a dask key shared by two variables of
     # one Dataset has been lost by graph optimisation on distributed, see the tests)
     ds["detected"] = (per_line("detected") > 0.5).assign_attrs(
-        {"units": "1", "long_name": "line detected", "description": f"significance >= {threshold:g}"}
+        {
+            "units": "1",
+            "long_name": "line detected",
+            "description": f"significance >= {threshold:g}",
+        }
     )
     ds["at_bound"] = (per_line("at_bound") > 0.5).assign_attrs(
         {

@@ -324,7 +324,9 @@ def process_window(cfg: dict, name: str, ds: xr.Dataset, catalog) -> xr.Dataset:
             thresholds=dict(pcfg["binning"]["thresholds"]),
         )
     else:
-        params = fit_lines(radiance, model, error=error, noise=_fit_noise(cfg, radiance, noise_terms))
+        params = fit_lines(
+            radiance, model, error=error, noise=_fit_noise(cfg, radiance, noise_terms)
+        )
     dcfg = cfg["derive"]
     extra = {}
     if dcfg["radiance"]:
