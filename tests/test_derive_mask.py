@@ -187,9 +187,11 @@ def test_real_ne8_fit_velocity_reference_and_mask(ne8_file):
     """A real fit: the default reference removes the -164 km/s scale offset (issue 14)."""
     tree = saffron_xr.open_spice(ne8_file)
     rad = tree[next(iter(tree.children))].dataset["radiance"]
-    error = saffron_xr.spice_error(rad)
+    # the default path: calibrated noise model, weights from the fitted model
+    terms = saffron_xr.calibrate_noise_terms(rad)
+    error = saffron_xr.error_from_terms(rad, terms)
     model = saffron_xr.guess_model(rad, error=error)
-    params = saffron_xr.fit_lines(rad, model, error=error).compute()
+    params = saffron_xr.fit_lines(rad, model, error=error, noise=terms).compute()
     line = "ne_8 770.42"
     vel = doppler_velocity(params).sel(line=line)
     v = vel["doppler_velocity"]

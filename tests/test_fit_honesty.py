@@ -261,3 +261,47 @@ def test_false_detections_on_noise_only_spectra():
     assert ds.attrs["detection_threshold"] == 3.0
     assert ds.detected.values.mean() < 0.015
     assert (ds.significance.values >= 5).mean() < 0.001
+
+
+def test_no_accepted_step_is_no_step_not_converged():
+    """Issue 12: a fit where no step was ever accepted must not report CONVERGED.
+
+    Driven through the kernel's own stages with a gradient that points uphill (as a wrong
+    derivative would): every trial raises chi2, so the start is returned as NO_STEP.
+    """
+    from saffron_xr.fit import _kernels as k
+
+    rng = np.random.default_rng(2)
+    clean = gauss(np.array([5.0]), np.array([769.6]), SIGMA_LINE)[0] + 0.5
+    sigma = np.sqrt(PHOTON * clean + FLOOR)
+    y = clean + sigma * rng.standard_normal(clean.shape)
+    m = LineModel(background_degree=0)
+    m.add_line("ne_8 770.42", amplitude=3.0, centroid=769.5, width=0.3,
+               bounds={"centroid": (769.2, 770.0), "width": (0.25, 0.8)})  # fmt: skip
+    comp = m.compile(WAVE)
+    spec = k.pack_spec(comp, max_iter=50, ftol=1e-5, xtol=3e-3, min_valid=5,
+                       scale_errors=False, rescale_initial=False)  # fmt: skip
+    nw, nf = WAVE.size, comp.n_free
+    work = np.zeros(k._work_size(spec, nw))
+    nan = np.full(nw, np.nan)
+    n = k._compact(y, sigma, WAVE, nan, nan, spec, work)
+    smp = work[: k._N_ROWS * nw].reshape(k._N_ROWS, nw)
+    mdl = (comp.n_lines, comp.degree + 1, comp.segment_reference, comp.root.astype(float),
+           comp.scale, comp.offset)  # fmt: skip
+    q = np.array(comp.initial, dtype=float)[comp.free_root]
+    pfull = np.zeros(comp.n_full)
+    jac = (np.zeros((nf, nw)), np.zeros(nf), np.zeros(nf), np.zeros((nf, nf)), np.zeros(nf))
+    tmp = (np.zeros(nf), np.zeros(nf), np.zeros(nf), np.zeros(nf), np.zeros((nf, nf)))
+    chi2 = k._chi2(q, n, smp, mdl, pfull, True)
+    k._jacobian(q, n, smp, mdl, pfull, jac, True)
+    honest = k._iterate(q.copy(), chi2, n, smp, mdl, pfull, jac, tmp, comp.free_lower,
+                        comp.free_upper, 50, 1e-5, 3e-3, True)  # fmt: skip
+    assert honest[0] == FitStatus.CONVERGED and honest[2] < chi2
+    k._chi2(q, n, smp, mdl, pfull, True)
+    k._jacobian(q, n, smp, mdl, pfull, jac, True)
+    jac[4][:] *= -1.0  # J^T r pointing uphill
+    status, n_iter, chi2_end = k._iterate(q, chi2, n, smp, mdl, pfull, jac, tmp,
+                                          comp.free_lower, comp.free_upper, 50, 1e-5, 3e-3,
+                                          True)  # fmt: skip
+    assert status == FitStatus.NO_STEP
+    assert chi2_end == chi2 and n_iter == 1
