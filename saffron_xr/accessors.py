@@ -350,7 +350,7 @@ class FipDatasetAccessor:
         dems=("quiet_sun", "active_region", "coronal_hole"),
         abundance="archive/sun_photospheric_2007_grevesse",
         contributions=None,
-        regularization=0.01,
+        regularization=0.0,
         xuvtop=None,
     ):
         """FIP-bias map by the LCR method; see :func:`saffron_xr.fip.lcr` (lazy)."""

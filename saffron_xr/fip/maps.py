@@ -32,7 +32,9 @@ def line_radiance(params: xr.Dataset, lines: Sequence[str] | None = None) -> xr.
     params : xarray.Dataset
         Either holds ``radiance`` and ``radiance_err`` over ``line`` (used as they are), or
         the fitted ``amplitude``, ``width`` (Gaussian sigma) and their ``_err``, from which
-        :func:`saffron_xr.radiance` computes them.
+        :func:`saffron_xr.radiance` computes them with its default mask: only lines that are
+        detected, converged and not at a bound keep a radiance, so the FIP bias is NaN
+        wherever one of its lines is not (the rule is in ``mask_rule`` of the radiance).
     lines : sequence of str, optional
         Restrict to these line ids (others are never touched).
 
