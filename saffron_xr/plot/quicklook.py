@@ -34,6 +34,7 @@ STATUS_COLORS = {
     "ALL_NAN": "#313695",
     "BAD_INITIAL": "#a50026",
     "THRESHOLD_NOT_MET": "#abdda4",
+    "NO_STEP": "#c2a5cf",
 }
 
 _ROMAN = [
@@ -164,12 +165,17 @@ def _derived(ds: xr.Dataset, velocity_reference) -> xr.Dataset:
         out["radiance"] = ds["radiance"]
     else:
         out["radiance"] = derive.radiance(params)["radiance"]
-    if isinstance(velocity_reference, str) and velocity_reference == "stored":
-        if "doppler_velocity" not in ds:
-            raise ValueError(
-                "velocity_reference='stored' needs a 'doppler_velocity' variable in the results"
-            )
+    stored = velocity_reference is None or (
+        isinstance(velocity_reference, str) and velocity_reference == "stored"
+    )
+    if stored and "doppler_velocity" in ds:
         out["doppler_velocity"] = ds["doppler_velocity"]
+    elif velocity_reference is None:  # nothing stored: the package's default reference
+        out["doppler_velocity"] = derive.doppler_velocity(params)["doppler_velocity"]
+    elif stored:
+        raise ValueError(
+            "velocity_reference='stored' needs a 'doppler_velocity' variable in the results"
+        )
     else:
         out["doppler_velocity"] = derive.doppler_velocity(params, reference=velocity_reference)[
             "doppler_velocity"
@@ -179,12 +185,18 @@ def _derived(ds: xr.Dataset, velocity_reference) -> xr.Dataset:
 
 
 def _velocity_reference_text(v: xr.DataArray) -> str:
+    """The Doppler reference of a velocity map, as its attributes state it."""
     ref = str(v.attrs.get("doppler_reference", ""))
-    return {
+    known = {
         "rest": "rel. to rest wavelength",
         "median": "rel. to median centroid",
         "column": "rel. to column median",
-    }.get(ref, f"ref: {ref}" if ref else "")
+    }
+    if ref in known:
+        return known[ref]
+    description = str(v.attrs.get("doppler_reference_description", ""))
+    text = description.split(":")[0].strip() if description else ref
+    return f"ref: {text}" if text else "reference not stated"
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -450,12 +462,14 @@ def _status_panel(fig, ax, cax, geom, status: np.ndarray, title: str):
     with_data = np.isfinite(st) & (st != int(FitStatus.ALL_NAN))
     n = int(with_data.sum())
     if n:
-        conv = 100.0 * np.sum(st[with_data] == int(FitStatus.CONVERGED)) / n
-        usable = 100.0 * np.isin(st[with_data], [int(c) for c in FitStatus.usable()]).sum() / n
-        frac = f"{conv:.1f}% converged, {usable:.1f}% usable"
+        converged = [int(c) for c in FitStatus.converged()]
+        conv = 100.0 * np.isin(st[with_data], converged).sum() / n
+        bound = 100.0 * np.sum(st[with_data] == int(FitStatus.CONVERGED_AT_BOUND)) / n
+        # the one definition of converged (FitStatus.converged), stated on the figure
+        frac = f"{conv:.1f}% converged (= status CONVERGED)\n{bound:.1f}% converged at a bound"
     else:
         frac = "no pixel with data"
-    ax.set_title(f"{title}\nfit status\n{frac}", fontsize="small")
+    ax.set_title(f"{title}: fit status\n{frac}", fontsize="small")
     return mesh
 
 
@@ -516,7 +530,7 @@ def _results_figure(windows, *, velocity_reference, percentile, title):
             quantity="Doppler velocity (km/s)",
         )
         ref = _velocity_reference_text(maps["doppler_velocity"])
-        _colorbar(fig, m, cax=caxes[r, 1], label="Doppler velocity (km/s)")
+        _colorbar(fig, m, cax=caxes[r, 1], label=f"Doppler velocity (km/s), {ref}")
         axes[r, 1].set_title(f"{label}\nDoppler velocity\n{ref}", fontsize="small")
 
         # FWHM
@@ -626,7 +640,7 @@ def quicklook(
     results,
     path=None,
     *,
-    velocity_reference="median",
+    velocity_reference=None,
     percentile: float = 99.0,
     dpi: int = 100,
 ):
@@ -656,13 +670,15 @@ def quicklook(
         missing ones are derived.
     path : str or path-like, optional
         Write the figure there (format from the suffix, e.g. ``.png``).
-    velocity_reference : {"median", "rest", "column", "stored"}, float or DataArray
+    velocity_reference : None, {"median", "rest", "column", "stored"}, float or DataArray
         Reference wavelength of the Doppler velocity (see
-        :func:`saffron_xr.derive.doppler_velocity`). Default ``"median"``: the median
-        centroid of each line over the map -- SPICE's absolute wavelength scale is uncertain
-        by tenths of an Angstrom (tens of km/s), so relative velocities are what a quicklook
-        shows. ``"stored"`` draws the ``doppler_velocity`` variable of the results as it is
-        (e.g. after :func:`saffron_xr.correct_doppler_gradient`).
+        :func:`saffron_xr.derive.doppler_velocity`). Default None: the ``doppler_velocity``
+        variable of the results as it is (so the figure shows the same numbers as the file,
+        e.g. a results file of ``saffron-xr run``), or, if there is none, the velocity with
+        the package's default reference. ``"stored"`` insists on the stored variable. Any
+        other value recomputes the velocity from the centroids with that reference. The
+        reference used is stated in each velocity panel's title and colour-bar label (from
+        the ``doppler_reference`` attribute).
     percentile : float, default 99.0
         Colour limits: ``[100 - percentile, percentile]`` percentiles of the finite values;
         for the velocity, ``±`` the ``percentile`` percentile of ``|v|``.
@@ -701,7 +717,11 @@ def quicklook(
             "('radiance'), not a mixture"
         )
     if path is not None:
+        from ..io.netcdf import _write_atomically
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=dpi)
+        fmt = path.suffix.lstrip(".").lower() or None
+        # atomically: an interrupted write leaves no truncated image under the final name
+        _write_atomically(path, lambda part: fig.savefig(part, dpi=dpi, format=fmt))
     return fig
