@@ -118,8 +118,11 @@ def _interruptible(work, command: str):
         if isinstance(exc, BatchInterrupted):
             s = exc.summary
             finished = s.done + s.skipped
-            lines.append(f"{len(finished)} file(s) finished and kept:")
-            lines += [f"  {Path(f.path).name} -> {f.output}" for f in finished]
+            if finished:
+                lines.append(f"{len(finished)} file(s) finished and kept:")
+                lines += [f"  {Path(f.path).name} -> {f.output}" for f in finished]
+            else:
+                lines.append("no file finished.")
             if exc.current:
                 lines.append(
                     f"not finished (nothing written under its final name): "

@@ -166,3 +166,85 @@ def test_console_script_help():
     assert proc.returncode == 0, proc.stderr
     for command in ("init", "run", "info", "demo"):
         assert command in proc.stdout
+
+
+# ----------------------------------------------------------------------------- signals
+
+
+def _signal_batch(root: Path, n: int = 3) -> Path:
+    data = root / "data"
+    windows = [w for w in composition_windows() if w["extname"] == "Ne VIII 770 - Peak"]
+    for i in range(n):
+        make_spice_l2(data, windows=windows, ny=48, nx=8, seed=i, spiobsid=8100 + i)
+    config = root / "batch.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "files": {"source": "data"},
+                "output": {"folder": "results", "quicklook": True},
+                "scheduler": {"kind": "threads", "n_workers": 2},
+            }
+        )
+    )
+    return config
+
+
+def _command(*args) -> list[str]:
+    return [sys.executable, "-m", "saffron_xr.cli", *args]
+
+
+def _env() -> dict:
+    import os
+
+    root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    env["MPLBACKEND"] = "Agg"
+    return env
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_signal_stops_the_batch_cleanly_and_a_rerun_completes(tmp_path, signame):
+    """The signal at random points of a real batch (a subprocess): exit 130 / 143, no
+    traceback, a report of what finished and how to resume, nothing half-written under a
+    final name; the rerun finishes the batch and keeps what was done."""
+    import signal
+    import time
+
+    config = _signal_batch(tmp_path)
+    sig = getattr(signal, signame)
+    rng = np.random.default_rng(14 if signame == "SIGINT" else 15)
+    results = tmp_path / "results"
+    for delay in rng.uniform(0.5, 20.0, size=2):
+        proc = subprocess.Popen(
+            _command("run", str(config)),
+            cwd=tmp_path,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(delay)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=120)
+        if proc.returncode == 0:  # finished before the signal: nothing to check here
+            continue
+        assert proc.returncode == 128 + int(sig), (proc.returncode, err)
+        assert "Traceback" not in err, err
+        assert f"interrupted by {signame}" in err
+        assert "to resume, run the same command again" in err
+        assert not list(results.glob(".*.part")) if results.exists() else True
+        for nc in results.glob("*.nc") if results.exists() else []:
+            tree = open_results(nc)
+            assert tree.attrs["saffron_xr_complete"] == 1
+            tree.close()
+            assert nc.name.replace("_saffron.nc", "") in err  # listed as finished
+    proc = subprocess.run(
+        _command("-q", "run", str(config)), cwd=tmp_path, env=_env(), capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert len(list(results.glob("*_saffron.nc"))) == 3
+    assert len(list(results.glob("*_saffron.png"))) == 3
+    assert not list(results.glob(".*.part"))
