@@ -131,33 +131,61 @@ def test_run_config_end_to_end_quiet(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_demo_writes_results_and_quicklooks(tmp_path, monkeypatch, capsys):
-    # the CLI demo with a shrunken composition raster (the full one is DEMO_RASTER)
-    monkeypatch.setattr(demo, "DEMO_RASTER", {**demo.DEMO_RASTER, "ny": 64, "nx": 12})
+def test_demo_writes_results_quicklooks_and_a_fip_map(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    from saffron_xr.io.filenames import parse_spice_filename
+
+    # the CLI demo with a shrunken composition raster
+    monkeypatch.setattr(demo, "DEMO_RASTER", {**demo.DEMO_RASTER, "ny": 48, "nx": 12})
     folder = tmp_path / "saffron_demo"
+    monkeypatch.chdir(tmp_path)
     assert main(["demo", "--output", str(folder), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "saffron_xr run: 2 done, 0 skipped, 0 failed" in out
     assert f"outputs in {folder}/" in out
-    results = sorted(folder.glob("*_saffron.nc"))
+    # everything under the named folder, nothing in the current one
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["saffron_demo"]
+    # the generated input is clearly synthetic by name: not a real product's name or date
+    (synthetic,) = (folder / "inputs").glob("*synthetic*.fits")
+    info = parse_spice_filename(synthetic)
+    assert info.date.year < 2020  # before Solar Orbiter's launch
+    results = sorted((folder / "results").glob("*_saffron.nc"))
     assert len(results) == 2
-    assert len(sorted(folder.glob("*_saffron.png"))) == 2
-    raster = open_results(results[1])
+    pngs = sorted((folder / "results").glob("*_saffron.png")) + [folder / "fip_bias_synthetic.png"]
+    for png in pngs:
+        assert png.stat().st_size < 2_000_000
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        width, height = Image.open(png).size
+        assert width * height <= 10_000_000
+    raster = open_results(results[0])
+    assert "synthetic" in results[0].name
     assert len(raster.children) == len(composition_windows())
-    assert raster["Ne_VIII_770_Peak"].sizes["y"] == 64
-    ne8 = open_results(results[0])
+    assert raster["Ne_VIII_770_Peak"].sizes["y"] == 48
+    ne8 = open_results(results[1])
     assert list(ne8.children) == ["Ne_VIII_770_Peak_data"]
     # the real window has rows without data (status ALL_NAN); the others are fitted
     ds = ne8["Ne_VIII_770_Peak_data"].to_dataset().compute()
     attempted = ~ds["status"].isin([FitStatus.ALL_NAN, FitStatus.TOO_FEW_VALID])
     assert int(attempted.sum()) > 1500
     assert float(np.isfinite(ds["centroid"]).where(attempted).mean()) > 0.95
+    total = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    assert total < 20_000_000
+
+    # the FIP-bias map: the LCR method on the fitted radiances of the four FIP lines
+    fig = demo.fip_figure(results[0], tmp_path / "again.png")
+    assert "FIP bias" in fig.axes[4].get_title()
+    assert "SYNTHETIC" in fig.get_suptitle()
 
     # a rerun resumes; other raster settings regenerate the raster and redo its results
-    assert demo.run_demo(folder, raster={"ny": 64, "nx": 12}).skipped[1].path.endswith(".fits")
-    again = demo.run_demo(folder, raster={"ny": 48, "nx": 12})
+    assert (
+        demo.run_demo(folder, raster={"ny": 48, "nx": 12})
+        .skipped[0]
+        .path.endswith("_synthetic.fits")
+    )
+    again = demo.run_demo(folder, raster={"ny": 36, "nx": 12})
     assert len(again.skipped) == 1 and len(again.done) == 1
-    assert open_results(results[1])["Ne_VIII_770_Peak"].sizes["y"] == 48
+    assert open_results(results[0])["Ne_VIII_770_Peak"].sizes["y"] == 36
 
 
 def test_console_script_help():
