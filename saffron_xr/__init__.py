@@ -19,52 +19,84 @@ import logging as _logging
 # the library logs; applications decide where it goes (no "last resort" output to stderr)
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
+# Public names are imported on first use (PEP 562), so that ``import saffron_xr`` -- and the
+# ``saffron-xr`` command's --help -- does not load numba, dask and scipy. Each section maps
+# names to the sub-module that defines them; add new public names in their section.
+_LAZY: dict[str, tuple[str, str | None]] = {}
+
+
+def _lazy(module: str, *names: str) -> None:
+    for name in names:
+        _LAZY[name] = (module, name)
+
+
 # --- errors ---
-from .errors import SpiceFileError
+_lazy(".errors", "SpiceFileError")
 
 # --- prep ---
-from .prep import (
-    SPICE_NOISE_CITATION,
-    SPICE_NOISE_CONSTANTS,
-    bin_levels,
-    bin_spatial,
-    denoise,
-    despike,
-    rebin,
-    spice_error,
+_lazy(
+    ".prep",
+    "SPICE_NOISE_CITATION",
+    "SPICE_NOISE_CONSTANTS",
+    "bin_levels",
+    "bin_spatial",
+    "denoise",
+    "despike",
+    "rebin",
+    "spice_error",
 )
 
 # --- fit ---
-from .fit import FitStatus, LineModel, fit_lines, model_spectrum
+_lazy(".fit", "FitStatus", "LineModel", "fit_lines", "model_spectrum")
 
 # --- io ---
-from .io.reader import open_spice
-from .io.select import select_files
-from .io.netcdf import open_results, output_name, to_netcdf
-from .io.l3fits import open_l3_fits, to_l3_fits
-from .io.reconstruct import reconstruct
+_lazy(".io.reader", "open_spice")
+_lazy(".io.select", "select_files")
+_lazy(".io.netcdf", "open_results", "output_name", "to_netcdf")
+_lazy(".io.l3fits", "open_l3_fits", "to_l3_fits")
+_lazy(".io.reconstruct", "reconstruct")
 
 # --- derive ---
-from .derive import (
-    correct_doppler_gradient,
-    derive_all,
-    doppler_velocity,
-    fwhm,
-    nonthermal_velocity,
-    radiance,
+_lazy(
+    ".derive",
+    "correct_doppler_gradient",
+    "derive_all",
+    "doppler_velocity",
+    "fwhm",
+    "nonthermal_velocity",
+    "radiance",
 )
 
 # --- catalog ---
-from .catalog import CatalogError, LineCatalog, fuse_windows, guess_model
+_lazy(".catalog", "CatalogError", "LineCatalog", "fuse_windows", "guess_model")
 
 # --- fip ---
-from . import fip
+_LAZY["fip"] = (".fip", None)
 
 # --- sample data ---
-from .sample_data import ne8_window_path
+_lazy(".sample_data", "ne8_window_path")
 
-# --- accessors (registration happens on import) ---
-from . import accessors as _accessors  # noqa: F401  (registers .saffron / .fip)
+# --- accessors (registration happens on import; needs only xarray) ---
+from . import accessors as _accessors  # noqa: E402, F401  (registers .saffron / .fip)
+
+
+def __getattr__(name: str):
+    try:
+        module, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    import importlib
+
+    value = importlib.import_module(module, __name__)
+    if attr is not None:
+        value = getattr(value, attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "__version__",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -222,8 +223,6 @@ def _command(*args) -> list[str]:
 
 
 def _env() -> dict:
-    import os
-
     root = str(Path(__file__).resolve().parents[1])
     env = dict(os.environ)
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
@@ -276,3 +275,100 @@ def test_signal_stops_the_batch_cleanly_and_a_rerun_completes(tmp_path, signame)
     assert len(list(results.glob("*_saffron.nc"))) == 3
     assert len(list(results.glob("*_saffron.png"))) == 3
     assert not list(results.glob(".*.part"))
+
+
+# ----------------------------------------------------------------------------- small items
+
+
+def test_version_and_options_after_the_sub_command(tmp_path, capsys):
+    import saffron_xr
+    from saffron_xr import ne8_window_path
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"saffron-xr {saffron_xr.__version__}"
+    # -v and -q after the sub-command, as before it
+    (tmp_path / "data").mkdir()
+    config = tmp_path / "c.yaml"
+    config.write_text("files: {source: data}\n")
+    from saffron_xr.cli import build_parser
+
+    for argv in (["-v", "run", str(config)], ["run", str(config), "-v"]):
+        args = build_parser().parse_args(argv)
+        assert args.verbose and not args.quiet
+    for argv in (["-q", "run", str(config)], ["run", str(config), "--quiet"]):
+        args = build_parser().parse_args(argv)
+        assert args.quiet and not args.verbose
+    assert main(["run", str(config), "-v", "--allow-empty"]) == 0
+    assert main(["info", str(ne8_window_path()), "-q"]) == 0
+
+
+def test_a_batch_with_nothing_to_do_exits_2_with_one_line(tmp_path, capsys):
+    (tmp_path / "data").mkdir()
+    config = tmp_path / "c.yaml"
+    config.write_text("files: {source: data}\n")
+    assert main(["run", str(config)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no SPICE file found" in err[0] and str(config) in err[0]
+    config.write_text("files: {source: missing}\n")
+    assert main(["run", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "missing does not exist" in err and "Traceback" not in err
+    assert main(["run", str(config.with_name("absent.yaml"))]) == 2
+
+
+def test_help_documents_arguments_and_imports_no_heavy_module():
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "saffron_xr.cli", "--help"],
+        capture_output=True, text=True, env=_env(), timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines()}
+    for heavy in ("numba", "dask", "scipy", "matplotlib", "astropy", "netCDF4"):
+        assert heavy not in imported, f"--help imports {heavy}"
+    for command in ("init", "run", "info", "demo", "--version", "130", "143"):
+        assert command in proc.stdout
+    for sub, words in (("run", ["YAML configuration file", "--address", "--force"]),
+                       ("info", ["folders"]), ("init", ["file to write"])):  # fmt: skip
+        text = subprocess.run(
+            _command(sub, "--help"), capture_output=True, text=True, env=_env(), timeout=120
+        ).stdout
+        for w in words:
+            assert w in text, (sub, w)
+
+
+def test_info_accepts_folders(tmp_path, ne8_file, capsys):
+    import shutil as sh
+
+    sub = tmp_path / "2022" / "03" / "17"
+    sub.mkdir(parents=True)
+    sh.copy(ne8_file, sub / ne8_file.name)
+    assert main(["info", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert str(sub / ne8_file.name) in out and "Ne_VIII_770_Peak_data" in out
+    (tmp_path / "empty").mkdir()
+    assert main(["info", str(tmp_path / "empty")]) == 1
+    assert "no FITS file" in capsys.readouterr().err
+
+
+def test_dask_chatter_is_quiet_unless_verbose(tmp_path, monkeypatch):
+    import logging
+
+    from saffron_xr import cli
+
+    monkeypatch.delenv("DASK_LOGGING__DISTRIBUTED", raising=False)
+    levels = {n: logging.getLogger(n).level for n in ("distributed", "dask")}
+    try:
+        cli._setup_logging(cli.build_parser().parse_args(["info", "x"]))
+        assert logging.getLogger("distributed").getEffectiveLevel() == logging.WARNING
+        assert logging.getLogger("distributed.nanny").getEffectiveLevel() >= logging.WARNING
+        assert os.environ["DASK_LOGGING__DISTRIBUTED"] == "warning"  # for worker processes
+        monkeypatch.delenv("DASK_LOGGING__DISTRIBUTED")
+        for n, level in levels.items():
+            logging.getLogger(n).setLevel(level)
+        cli._setup_logging(cli.build_parser().parse_args(["info", "x", "-v"]))
+        assert "DASK_LOGGING__DISTRIBUTED" not in os.environ
+    finally:
+        for n, level in levels.items():
+            logging.getLogger(n).setLevel(level)

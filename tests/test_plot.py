@@ -275,17 +275,17 @@ def test_quicklook_velocity_reference():
 
 
 def test_quicklook_png_is_written_atomically(tmp_path, monkeypatch):
-    from matplotlib.figure import Figure
+    from PIL import Image
 
     res = synthetic_results(lines=("ne_8 770.42",))
     out = tmp_path / "ql.png"
-    original = Figure.savefig
+    original = Image.Image.save
 
-    def interrupted(self, fname, *args, **kwargs):
-        original(self, fname, *args, **kwargs)
+    def interrupted(self, fp, *args, **kwargs):
+        original(self, fp, *args, **kwargs)
         raise KeyboardInterrupt  # after the image is written, before it gets its name
 
-    monkeypatch.setattr(Figure, "savefig", interrupted)
+    monkeypatch.setattr(Image.Image, "save", interrupted)
     with pytest.raises(KeyboardInterrupt):
         quicklook(res, out, dpi=30)
     assert list(tmp_path.iterdir()) == []  # neither the final name nor a .part file
