@@ -81,12 +81,18 @@ from . import accessors as _accessors  # noqa: E402, F401  (registers .saffron /
 
 
 def __getattr__(name: str):
-    try:
-        module, attr = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
     import importlib
+    import importlib.util
 
+    if name not in _LAZY:
+        # sub-packages and modules (saffron_xr.derive, saffron_xr.io, ...), as an eager
+        # import of the package used to provide them
+        if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}"):
+            value = importlib.import_module(f"{__name__}.{name}")
+            globals()[name] = value
+            return value
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, attr = _LAZY[name]
     value = importlib.import_module(module, __name__)
     if attr is not None:
         value = getattr(value, attr)

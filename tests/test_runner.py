@@ -486,6 +486,8 @@ def test_a_window_that_cannot_be_modelled_fails_alone(tmp_path):
     assert list(tree.children) == ["Ne_VIII_770_Peak"]
     assert float(np.isfinite(tree["Ne_VIII_770_Peak"]["amplitude"]).mean()) > 0.9
     assert tree.attrs["failed_windows"] == {"N_IV_765_Peak": reason}
+    for coord in ("hpln", "hplt"):  # coordinates keep their units in the results
+        assert tree["Ne_VIII_770_Peak"][coord].attrs["units"] == "arcsec"
     text = str(summary)
     assert text.count(reason) == 1
     assert "window N_IV_765_Peak FAILED" in text
