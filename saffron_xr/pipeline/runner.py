@@ -172,8 +172,11 @@ def _inside(path: Path, folder: Path) -> bool:
     return Path(path).resolve().is_relative_to(Path(folder).resolve())
 
 
-def _expand_sources(sources: list[str], output_folder: Path) -> tuple[list[str], list[Path]]:
-    """Files with SPICE names for ``select_files``, and FITS files with other names.
+def _expand_sources(
+    sources: list[str], output_folder: Path
+) -> tuple[list[str], list[Path], set[str]]:
+    """Files with SPICE names for ``select_files``, FITS files with other names, and the
+    SPICE-named files found by scanning a folder or glob (rather than listed).
 
     Folders and globs are expanded here rather than in ``select_files``, which silently
     skips non-SPICE names there: a batch reports them instead. Files under the output folder
@@ -197,6 +200,7 @@ def _expand_sources(sources: list[str], output_folder: Path) -> tuple[list[str],
 
     keep: list[str] = []
     rejected: list[Path] = []
+    scanned_names: set[str] = set()
     for s in sources:
         p = Path(s)
         if p.is_dir():
@@ -218,20 +222,17 @@ def _expand_sources(sources: list[str], output_folder: Path) -> tuple[list[str],
                 continue
             if spice_name(f):
                 keep.append(str(f))
-                _SCANNED.add(str(f))
+                scanned_names.add(str(f))
             elif _is_fits_name(f):
                 rejected.append(f)
     unique = {f.resolve(): f for f in rejected}
-    return keep, list(unique.values())
+    return keep, list(unique.values()), scanned_names
 
 
-#: Files found by scanning a folder or glob (not listed by the user): not-input files among
-#: them (L3, header-only) are ignored with a reason rather than failed.
-_SCANNED: set[str] = set()
-
-
-def _input_files(cfg) -> tuple[list[Path], list[Path]]:
-    """(SPICE files to process, FITS files with non-SPICE names found in the sources)."""
+def _input_files(cfg) -> tuple[list[Path], list[Path], set[str]]:
+    """(SPICE files to process, FITS files with non-SPICE names found in the sources, the
+    files found by scanning a folder or glob: among them, files that are not inputs -- L3,
+    header-only -- are ignored with a reason rather than failed)."""
     from ..io.select import select_files
 
     fcfg = cfg["files"]
@@ -240,9 +241,9 @@ def _input_files(cfg) -> tuple[list[Path], list[Path]]:
     sources = [source] if isinstance(source, str) else list(source)
     resolved = [str(_resolve(base, s)) for s in sources]
     output_folder = _resolve(base, cfg["output"]["folder"])
-    resolved, rejected = _expand_sources(resolved, output_folder)
+    resolved, rejected, scanned = _expand_sources(resolved, output_folder)
     if not resolved:
-        return [], rejected
+        return [], rejected, scanned
     files = select_files(
         resolved,
         start=fcfg["start"],
@@ -252,7 +253,7 @@ def _input_files(cfg) -> tuple[list[Path], list[Path]]:
         soop=fcfg["soop"],
         spiobsid=fcfg["spiobsid"],
     )
-    return [Path(p) for p in files], rejected
+    return [Path(p) for p in files], rejected, scanned
 
 
 def _not_an_input(path: Path) -> str | None:
@@ -326,7 +327,7 @@ def check(config) -> list[str]:
         return [str(exc)]
     problems = []
     try:
-        files, rejected = _input_files(cfg)
+        files, rejected, _scanned = _input_files(cfg)
         if not files and not rejected:
             problems.append("files.source: no SPICE file found in " + _sources_text(cfg))
     except (BatchError, FileNotFoundError, ValueError) as exc:
@@ -967,8 +968,7 @@ def run(
     """
     cfg = _config_of(config, scheduler, address)
     t0 = time.perf_counter()
-    _SCANNED.clear()
-    files, not_spice = _input_files(cfg)
+    files, not_spice, scanned = _input_files(cfg)
     if not files and not not_spice and not allow_empty:
         raise BatchError(f"no SPICE file found in {_sources_text(cfg)}; nothing to do")
     folder = _resolve(cfg["_base_dir"], cfg["output"]["folder"])
@@ -985,8 +985,9 @@ def run(
         with scheduler_context(cfg["scheduler"]) as sched_name:
             for i, path in enumerate(files):
                 current = str(path)
+                counter = f"[{i + 1}/{len(files)}]"
                 results.append(
-                    _run_one(cfg, path, catalog, progress, force, f"[{i + 1}/{len(files)}]")
+                    _run_one(cfg, path, catalog, progress, force, counter, str(path) in scanned)
                 )
                 current = None
     except KeyboardInterrupt as exc:
@@ -998,16 +999,20 @@ def run(
 _KERNEL_NOTE = {"shown": False}
 
 
-def _run_one(cfg, path: Path, catalog, progress, force, counter) -> FileResult:
-    """Process (or skip) one file; a failure is returned, never raised."""
+def _run_one(cfg, path: Path, catalog, progress, force, counter, scanned) -> FileResult:
+    """Process (or skip) one file; a failure is returned, never raised.
+
+    ``scanned``: the file was found in a folder or by a glob (not listed by the user).
+    """
     t0 = time.perf_counter()
     log.info("%s %s: started", counter, path.name)
     try:
         reason = _not_an_input(path)
         if reason is not None:
-            status = "ignored" if str(path) in _SCANNED else "failed"
+            status = "ignored" if scanned else "failed"
+            # the reason is printed once, in the summary
             log.log(logging.INFO if status == "ignored" else logging.ERROR,
-                    "%s %s: %s (%s)", counter, path.name, status, reason)  # fmt: skip
+                    "%s %s: %s", counter, path.name, status.upper())  # fmt: skip
             return FileResult(str(path), status, error=reason)
         out = output_path(cfg, path)
         _remove_partial_outputs(out)
