@@ -138,7 +138,7 @@ class SaffronDataArrayAccessor:
         return guess_model(self._obj, catalog, error=error, max_offset=max_offset, width=width, min_snr=min_snr, min_separation=min_separation, merge_blends=merge_blends, refine_range=refine_range, centroid_range=centroid_range, width_bounds=width_bounds, amplitude_bounds=amplitude_bounds, background_degree=background_degree, min_valid_fraction=min_valid_fraction, return_report=return_report)  # fmt: skip
 
     # --- plot ---
-    def quicklook(self, path=None, *, velocity_reference="median", percentile=99.0, dpi=100):
+    def quicklook(self, path=None, *, velocity_reference=None, percentile=99.0, dpi=100):
         """Static overview figure; see :func:`saffron_xr.plot.quicklook` (computes)."""
         from .plot import quicklook
 
@@ -250,7 +250,7 @@ class SaffronDatasetAccessor:
         return reconstruct(self._obj, data, window=window, wavelength=wavelength, error=error)
 
     # --- plot ---
-    def quicklook(self, path=None, *, velocity_reference="median", percentile=99.0, dpi=100):
+    def quicklook(self, path=None, *, velocity_reference=None, percentile=99.0, dpi=100):
         """Static overview figure; see :func:`saffron_xr.plot.quicklook` (computes)."""
         from .plot import quicklook
 
@@ -320,7 +320,7 @@ class SaffronDataTreeAccessor:
         return to_l3_fits(self._obj, path, data=data, overwrite=overwrite)
 
     # --- plot ---
-    def quicklook(self, path=None, *, velocity_reference="median", percentile=99.0, dpi=100):
+    def quicklook(self, path=None, *, velocity_reference=None, percentile=99.0, dpi=100):
         """Static overview figure; see :func:`saffron_xr.plot.quicklook` (computes)."""
         from .plot import quicklook
 

@@ -15,6 +15,7 @@ from saffron_xr.pipeline.config import (
     validate_config,
 )
 from saffron_xr.pipeline.scheduler import jobqueue_cluster, scheduler_context
+from saffron_xr.testing import make_spice_l2
 
 
 def test_init_template_validates_as_written(tmp_path):
@@ -28,7 +29,34 @@ def test_init_template_validates_as_written(tmp_path):
     for section in default_config():
         assert f"\n{section}:" in "\n" + template_text()
     assert main(["init", str(path)]) == 1  # refuses to overwrite
+    # valid only when the run can start: the template's source "." holds no SPICE file yet
+    assert main(["run", str(path), "--check"]) == 2
+    make_spice_l2(tmp_path, ny=4, nx=2, nwave=40)
     assert main(["run", str(path), "--check"]) == 0
+
+
+def test_check_says_valid_only_when_the_run_can_start(tmp_path, capsys):
+    make_spice_l2(tmp_path / "data", ny=4, nx=2, nwave=40)
+    path = tmp_path / "batch.yaml"
+    cases = {
+        "files: {source: missing}\n": "missing does not exist",
+        "files: {source: 'data/*.fts'}\n": "matches no file",
+        "files: {source: data}\noutput: {folder: no/such/out}\n": "does not exist",
+        "files: {source: data}\noutput: {folder: data/x.fits}\n": "output.folder",
+        "files: {source: data}\nscheduler: {kind: address}\n": "scheduler.address",
+    }
+    (tmp_path / "data" / "x.fits").write_text("a file where the output folder should be")
+    for text, message in cases.items():
+        path.write_text(text)
+        assert main(["run", str(path), "--check"]) == 2, text
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+    path.write_text("files: {source: data}\n")
+    assert main(["run", str(path), "--check", "--scheduler", "address"]) == 2
+    assert "scheduler.address" in capsys.readouterr().err
+    args = ["run", str(path), "--check", "--scheduler", "address", "--address", "tcp://h:8786"]
+    assert main(args) == 0
+    assert capsys.readouterr().out == f"{path}: valid\n"
 
 
 @pytest.mark.parametrize(

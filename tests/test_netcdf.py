@@ -116,6 +116,28 @@ def test_round_trip_identical_and_lazy(tree, tmp_path):
         assert got["amplitude"].attrs["units"] == "W m-2 sr-1 nm-1"
 
 
+def test_open_dataset_on_a_results_file_says_where_the_results_are(tree, tmp_path):
+    """The usual first attempt, xr.open_dataset(path), must not look like an empty file."""
+    path = to_netcdf(tree, tmp_path / "r.nc")
+    with xr.open_dataset(path) as first_try:
+        assert list(first_try.data_vars) == ["README"]
+        note = str(first_try["README"].values)
+        text = repr(first_try)
+    for words in ("open_results", "open_datatree", "group="):
+        assert words in note
+    for name in tree.children:
+        assert name in note
+    assert "open_results" in text  # visible in what the user sees printed
+    # what the note says works
+    group = first_try["README"].attrs["groups"].split(", ")[0]
+    with xr.open_dataset(path, group=group) as one:
+        assert "amplitude" in one
+    # and the note is not part of the results read back
+    back = open_results(path)
+    assert "README" not in back.to_dataset().variables
+    assert set(back.children) == set(tree.children)
+
+
 def test_float64_and_nan_values_exact(tmp_path):
     ds = _window("W", ["fe_10 257.26"], seed=3, dtype="f8")
     back = open_results(to_netcdf(ds, tmp_path / "a.nc"))

@@ -56,3 +56,31 @@ def test_notebook_runs(path, shared_data, xuvtop, tmp_path, monkeypatch):
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert outputs, f"{path.name} produced no output"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_do_not_use_test_helpers(path):
+    """Users have no test data folder or fixtures: the notebooks find data like users do."""
+    nb = nbformat.read(path, as_version=4)
+    source = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    for helper in ("shared_data_dir", "chianti_dir", "conftest", "from tests"):
+        assert helper not in source, f"{path.name} uses the test helper {helper}"
+
+
+@pytest.mark.slow
+def test_fip_notebook_runs_without_chianti(shared_data, tmp_path, monkeypatch):
+    """Notebook 03 promises the shipped contribution table when there is no CHIANTI."""
+    monkeypatch.delenv("XUVTOP", raising=False)
+    monkeypatch.setenv("SAFFRON_TEST_DATA", str(shared_data))
+    monkeypatch.setenv("SAFFRON_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    nb = nbformat.read(NOTEBOOK_DIR / "03_fip_maps.ipynb", as_version=4)
+    client = nbclient.NotebookClient(
+        nb, timeout=600, kernel_name="python3",
+        resources={"metadata": {"path": str(NOTEBOOK_DIR)}},
+    )  # fmt: skip
+    client.execute()
+    text = "\n".join(
+        o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
+    )
+    assert "no CHIANTI database: using the shipped contribution-function table" in text

@@ -174,7 +174,7 @@ def test_quicklook_axes_labels_and_colour_limits(tmp_path):
     rc_before = dict(mpl.rcParams)
     figs_before = plt.get_fignums()
     out = tmp_path / "sub" / "ql.png"
-    fig = quicklook(res, out, dpi=50)
+    fig = quicklook(res, out, dpi=50, velocity_reference="median")
 
     assert isinstance(fig, Figure)
     assert dict(mpl.rcParams) == rc_before, "quicklook changed matplotlib rcParams"
@@ -225,12 +225,12 @@ def test_quicklook_axes_labels_and_colour_limits(tmp_path):
     st_all = res.status.values
     with_data = st_all != 5
     conv = 100 * (st_all[with_data] == 0).mean()
-    usable = (
-        100 * np.isin(st_all[with_data], [int(c) for c in saffron_xr.FitStatus.usable()]).mean()
-    )
-    assert f"{conv:.1f}% converged, {usable:.1f}% usable" in maps[4].get_title()
-    # pixels without a derived value are masked, drawn on the grey background: the derived
-    # maps keep only good fits (here, without detection flags: status CONVERGED only)
+    at_bound = 100 * (st_all[with_data] == 1).mean()
+    title = maps[4].get_title()
+    # one definition: status CONVERGED only, stated; at-bound fits counted separately
+    assert f"{conv:.1f}% converged (= status CONVERGED)" in title
+    assert f"{at_bound:.1f}% converged at a bound" in title
+    # NaN (failed) pixels are masked, drawn on the grey background
     rad = _mesh(maps[0]).get_array()
     assert np.ma.count_masked(rad) == int((res.status != 0).sum())
 
@@ -241,23 +241,54 @@ def test_quicklook_velocity_reference():
         [res, derive.doppler_velocity(res, reference="rest")], combine_attrs="override"
     )
     full["doppler_velocity"] = full["doppler_velocity"] + 100.0  # a stored, corrected one
-    # default: relative to the median centroid, whatever is stored
-    fig = quicklook(full)
+    # default: the stored velocity as it is (the same numbers as the file), its reference
+    # stated in the title and in the colour-bar label
+    for fig in (quicklook(full), quicklook(full, velocity_reference="stored")):
+        vel_ax = _map_axes(fig)[1]
+        assert "rel. to rest wavelength" in vel_ax.get_title()
+        mesh = _mesh(vel_ax)
+        assert "rel. to rest wavelength" in mesh.colorbar.ax.get_ylabel()
+        vmax = mesh.get_clim()[1]
+        expected = np.nanpercentile(np.abs(full.doppler_velocity.values), 99.0)
+        assert vmax == pytest.approx(expected) and vmax > 100
+        drawn = mesh.get_array().filled(np.nan).ravel()
+        stored = full.doppler_velocity.sel(line="ne_8 770.42").transpose("y", "x").values
+        np.testing.assert_array_equal(drawn, stored.ravel())
+    # an explicit reference recomputes from the centroids
+    fig = quicklook(full, velocity_reference="median")
     vel_ax = _map_axes(fig)[1]
     assert "median" in vel_ax.get_title()
     assert _mesh(vel_ax).get_clim()[1] < 40
-    # "stored": the variable as it is
-    fig = quicklook(full, velocity_reference="stored")
+    # nothing stored: the package's default reference, stated
+    fig = quicklook(res)
+    default = derive.doppler_velocity(res)["doppler_velocity"]
     vel_ax = _map_axes(fig)[1]
-    assert "rest wavelength" in vel_ax.get_title()
-    vmax = _mesh(vel_ax).get_clim()[1]
-    expected = np.nanpercentile(np.abs(full.doppler_velocity.values), 99.0)
-    assert vmax == pytest.approx(expected) and vmax > 100
+    assert _mesh(vel_ax).get_clim()[1] == pytest.approx(
+        np.nanpercentile(np.abs(default.values), 99.0)
+    )
+    assert "reference not stated" not in vel_ax.get_title()
     # an explicit wavelength
     fig = quicklook(res, velocity_reference=770.0)
     assert "ref: " in _map_axes(fig)[1].get_title()
     with pytest.raises(ValueError, match="stored"):
         quicklook(res, velocity_reference="stored")
+
+
+def test_quicklook_png_is_written_atomically(tmp_path, monkeypatch):
+    from PIL import Image
+
+    res = synthetic_results(lines=("ne_8 770.42",))
+    out = tmp_path / "ql.png"
+    original = Image.Image.save
+
+    def interrupted(self, fp, *args, **kwargs):
+        original(self, fp, *args, **kwargs)
+        raise KeyboardInterrupt  # after the image is written, before it gets its name
+
+    monkeypatch.setattr(Image.Image, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        quicklook(res, out, dpi=30)
+    assert list(tmp_path.iterdir()) == []  # neither the final name nor a .part file
 
 
 def test_quicklook_real_ne8_geometry_is_stretched_and_labelled(ne8_results):
@@ -294,7 +325,7 @@ def test_quicklook_of_a_real_fit(ne8_fit, tmp_path):
     st = ne8_fit.status.values
     conv = 100.0 * (st[st != int(FitStatus.ALL_NAN)] == 0).mean()
     assert f"{conv:.1f}% converged" in maps[4].get_title()
-    # velocity about the median centroid: symmetric limits, diverging map
+    # velocity: symmetric limits, diverging map
     mesh = _mesh(maps[1])
     vmin, vmax = mesh.get_clim()
     assert vmin == pytest.approx(-vmax) and vmax > 0

@@ -96,6 +96,7 @@ def test_batch_reports_failures_by_name_and_resumes(batch):
     assert "3 done, 0 skipped, 2 failed" in text
     for name in failed:
         assert f"FAILED   {name}" in text
+    assert "converged = fit status CONVERGED" in text
 
     outputs = {p: output_path(validate_config(cfg, base_dir=str(root)), p) for p in batch["good"]}
     for path, out in outputs.items():
@@ -106,7 +107,12 @@ def test_batch_reports_failures_by_name_and_resumes(batch):
         assert tree.attrs["saffron_xr_complete"] == 1
         assert path.name in tree.attrs["input_files"]
         assert float(np.isfinite(tree["Ne_VIII_770_Peak"]["amplitude"]).mean()) > 0.9
-        assert files[path.name].n_converged > 0.9 * files[path.name].n_spectra > 0
+        # converged = status CONVERGED (0) only; converged at a bound (1) counted apart
+        status = np.concatenate([tree[n]["status"].values.ravel() for n in NODES])
+        fitted = ~np.isin(status, [4, 5])
+        assert files[path.name].n_spectra == fitted.sum() > 0
+        assert files[path.name].n_converged == (status == 0).sum()
+        assert files[path.name].n_at_bound == (status == 1).sum()
     assert not output_path(validate_config(cfg, base_dir=str(root)), batch["corrupt"]).exists()
     assert sorted(p.name for p in (root / "out").iterdir()) == sorted(
         o.name for o in outputs.values()
@@ -158,7 +164,8 @@ def test_explicit_non_spice_file_is_reported_not_raised(batch):
         batch["corrupt"].name,
     ]
     assert summary.failed[0].error == "not a SPICE file name"
-    assert not (batch["root"] / "out").exists()
+    # the output folder is checked (created) before any work; nothing is written in it
+    assert list((batch["root"] / "out").iterdir()) == []
 
 
 def test_prep_options_adaptive_binning_and_outputs_inside_source(tmp_path):
@@ -358,3 +365,247 @@ def test_killed_worker_run_completes_with_correct_outputs(cluster_case):
         assert pids[victim] not in client.run(os.getpid).values()
 
     _assert_same_results(reference, Path(summary.done[0].output))
+
+
+# ----------------------------------------------------------------------------- issue 14
+
+
+def test_nothing_to_do_is_an_error_unless_allowed(tmp_path):
+    from saffron_xr.pipeline.runner import BatchError, check
+
+    (tmp_path / "empty").mkdir()
+    for source in ("empty", "empty/*.fits", "missing_folder"):
+        cfg = _config(tmp_path, source)
+        with pytest.raises(BatchError) as info:
+            run(cfg)
+        assert "\n" not in str(info.value)
+        assert (tmp_path / "missing_folder").name in str(info.value) or "empty" in str(info.value)
+        assert check(cfg), source  # --check says so too
+    summary = run(_config(tmp_path, "empty"), allow_empty=True)
+    assert summary.files == [] and summary.ok
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("problem", ["missing parent", "a file", "read-only"])
+def test_unusable_output_folder_is_reported_once_before_any_work(
+    tmp_path, monkeypatch, caplog, problem
+):
+    from saffron_xr.pipeline import runner
+    from saffron_xr.pipeline.runner import BatchError, check
+
+    _raster(tmp_path, 4100, seed=1)
+    _raster(tmp_path, 4101, seed=2)
+    out = "no/such/out" if problem == "missing parent" else "out"
+    if problem == "a file":
+        (tmp_path / "out").write_text("in the way\n")
+    cfg = _config(tmp_path, ".", out=out)
+    if problem == "read-only":
+        (tmp_path / "out").mkdir()
+        # root ignores permission bits: make the write fail as on a read-only mount
+        original = Path.write_bytes
+
+        def refuse(self, data):
+            if self.parent == tmp_path / "out":
+                raise PermissionError(13, "Permission denied", str(self))
+            return original(self, data)
+
+        monkeypatch.setattr(Path, "write_bytes", refuse)
+    started = []
+    monkeypatch.setattr(runner, "_process_file", lambda *a, **k: started.append(a))
+    with pytest.raises(BatchError) as info:
+        run(cfg)
+    message = str(info.value)
+    assert message.startswith("output.folder:") and "\n" not in message
+    assert {"missing parent": "does not exist", "a file": "is a file",
+            "read-only": "Permission denied"}[problem] in message  # fmt: skip
+    assert not started
+    assert not any("started" in r.getMessage() for r in caplog.records)
+    if problem != "read-only":
+        assert any(p.startswith("output.folder:") for p in check(cfg))
+
+
+def _l3_and_header_only(folder: Path) -> tuple[Path, Path]:
+    """An L3-named file and a header-only L2 file (windows without data)."""
+    l3 = _raster(folder, 4200, seed=4)
+    l3 = l3.rename(l3.with_name(l3.name.replace("_L2_", "_L3_")))
+    header_only = _raster(folder, 4201, seed=5)
+    with fits.open(header_only) as hdul:
+        hdus = [fits.PrimaryHDU(header=hdul[0].header)] + [
+            fits.ImageHDU(header=h.header) for h in hdul[1:] if isinstance(h, fits.ImageHDU)
+        ]
+        for h in hdus:
+            h.data = None
+        fits.HDUList(hdus).writeto(header_only, overwrite=True)
+    return l3, header_only
+
+
+def test_folder_mode_ignores_l3_and_header_only_files_with_a_reason(tmp_path):
+    good = _raster(tmp_path, 4202, seed=6)
+    l3, header_only = _l3_and_header_only(tmp_path)
+    summary = run(_config(tmp_path, "."))
+    assert summary.ok, str(summary)
+    assert [f.path for f in summary.done] == [str(good)]
+    reasons = {Path(f.path).name: f.error for f in summary.ignored}
+    assert set(reasons) == {l3.name, header_only.name}
+    assert "L3" in reasons[l3.name]
+    assert "header only" in reasons[header_only.name]
+    text = str(summary)
+    assert "1 done, 0 skipped, 0 failed, 2 ignored" in text
+    assert f"ignored  {header_only.name}: header only" in text
+    # listed explicitly, they are failures (the user asked for them)
+    listed = run(_config(tmp_path, [str(header_only)]))
+    assert [f.error for f in listed.failed] == [reasons[header_only.name]]
+
+
+def _catalog_without(tmp_path: Path, lo: float, hi: float) -> Path:
+    """The default catalog less its lines between ``lo`` and ``hi`` Angstrom."""
+    import json
+
+    from saffron_xr.catalog import LineCatalog
+
+    data = LineCatalog.default().to_dict()
+    gone = {ln["name"] for ln in data["lines"] if lo < ln["rest_wavelength"] < hi}
+    data["lines"] = [ln for ln in data["lines"] if ln["name"] not in gone]
+    data["windows"] = [w for w in data.get("windows", []) if not gone & set(w["lines"])]
+    path = tmp_path / "catalog.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_a_window_that_cannot_be_modelled_fails_alone(tmp_path):
+    raster = _raster(tmp_path, 4300, seed=7)
+    cfg = _config(tmp_path, [str(raster)])
+    cfg["catalog"] = {"path": str(_catalog_without(tmp_path, 750.0, 767.6))}
+    summary = run(cfg)
+    (done,) = summary.done
+    assert not summary.ok  # a window failed: the exit status says so
+    assert list(done.failed_windows) == ["N_IV_765_Peak"]  # the node name, as info prints
+    reason = done.failed_windows["N_IV_765_Peak"]
+    assert "catalog line" in reason and "N IV 765 - Peak" not in reason
+    tree = open_results(done.output)
+    assert list(tree.children) == ["Ne_VIII_770_Peak"]
+    assert float(np.isfinite(tree["Ne_VIII_770_Peak"]["amplitude"]).mean()) > 0.9
+    assert tree.attrs["failed_windows"] == {"N_IV_765_Peak": reason}
+    for coord in ("hpln", "hplt"):  # coordinates keep their units in the results
+        assert tree["Ne_VIII_770_Peak"][coord].attrs["units"] == "arcsec"
+    text = str(summary)
+    assert text.count(reason) == 1
+    assert "window N_IV_765_Peak FAILED" in text
+
+
+def test_each_failure_is_printed_once_and_files_are_logged(tmp_path, caplog):
+    import logging
+
+    _raster(tmp_path, 4400, seed=8)
+    bad = _raster(tmp_path, 4401, seed=9)
+    bad.write_bytes(bad.read_bytes()[:5000])
+    caplog.set_level(logging.INFO, logger="saffron_xr")
+    summary = run(_config(tmp_path, "."))
+    (failed,) = summary.failed
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    # one line per file started and one per file finished, reasons only in the summary
+    assert logged.count("started") == 2
+    assert logged.count(": done in ") == 1 and logged.count(": FAILED") == 1
+    assert failed.error not in logged
+    assert str(summary).count(failed.error) == 1
+
+
+def test_resume_redoes_on_configuration_version_and_input_changes(tmp_path, monkeypatch):
+    import json
+
+    from saffron_xr.pipeline import runner
+
+    raster = _raster(tmp_path, 4500, seed=10)
+    cfg = _config(tmp_path, [str(raster)])
+    first = run(cfg)
+    out = Path(first.done[0].output)
+
+    assert [f.path for f in run(cfg).skipped] == [str(raster)]
+    # a changed setting that changes the numbers: redone, and the summary says why
+    changed = _config(tmp_path, [str(raster)], derive={"doppler_reference": "median"})
+    again = run(changed)
+    assert [f.path for f in again.done] == [str(raster)]
+    assert "derive.doppler_reference" in again.done[0].note
+    stored = json.loads(open_results(out).attrs["configuration"])
+    assert stored["derive"]["doppler_reference"] == "median"
+    # a setting that does not change the numbers (scheduler, chunks): still skipped
+    other = _config(tmp_path, [str(raster)], derive={"doppler_reference": "median"},
+                    chunks={"y": 8}, scheduler={"kind": "synchronous"})  # fmt: skip
+    assert len(run(other).skipped) == 1
+    # a new input (same name): redone
+    os.utime(raster, ns=(raster.stat().st_atime_ns, raster.stat().st_mtime_ns + 10**9))
+    assert "input file changed" in run(changed).done[0].note
+    # another package version: redone
+    fp = runner._fingerprint
+    monkeypatch.setattr(runner, "_fingerprint", lambda c: {**fp(c), "saffron_xr_version": "9.9.9"})
+    assert "9.9.9" in run(changed).done[0].note
+    monkeypatch.undo()
+    # --force redoes a current file
+    forced = run(changed, force=True)
+    assert [f.path for f in forced.done] == [str(raster)]
+
+
+def test_resume_makes_missing_products_and_redoes_interrupted_ones(tmp_path, monkeypatch):
+    from saffron_xr import plot
+
+    raster = _raster(tmp_path, 4600, seed=11)
+    cfg = _config(tmp_path, [str(raster)])
+    out = Path(run(cfg).done[0].output)
+    mtime = out.stat().st_mtime_ns
+    png = out.with_suffix(".png")
+
+    # quicklook turned on after the run: made from the existing results, not refitted
+    cfg["output"]["quicklook"] = True
+    cfg["output"]["l3_fits"] = True
+    made = run(cfg)
+    assert [f.path for f in made.done] == [str(raster)], str(made)
+    assert "quicklook" in made.done[0].note and "L3 FITS" in made.done[0].note
+    assert out.stat().st_mtime_ns == mtime
+    assert png.is_file()
+    assert len(list(out.parent.glob("*_L3.fits"))) == len(NODES)
+    assert len(run(cfg).skipped) == 1
+
+    # Ctrl-C while the quicklook is drawn: no PNG under its name, and a rerun makes it
+    png.unlink()
+    original = plot.quicklook
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(plot, "quicklook", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, force=True)
+    monkeypatch.setattr(plot, "quicklook", original)
+    assert not png.exists()
+    assert not list(out.parent.glob(".*.part"))
+    again = run(cfg)
+    assert len(again.done) == 1 and png.is_file(), str(again)
+
+
+def test_fuse_and_locks_fit_windows_together(tmp_path):
+    raster = _raster(tmp_path, 4700, ny=24, nx=6, seed=12)
+    offset = 770.42 - 765.15 + 0.01
+    cfg = _config(
+        tmp_path,
+        [str(raster)],
+        catalog={"min_snr": 3.0},
+    )
+    cfg["fuse"] = [["N IV 765 - Peak", "Ne_VIII_770_Peak"]]  # EXTNAME or node name
+    cfg["locks"] = [{"line": "ne_8 770.42", "to": "n_4 765.15", "offset": offset}]
+    summary = run(cfg)
+    (done,) = summary.done
+    assert summary.ok, str(summary)
+    tree = open_results(done.output)
+    assert list(tree.children) == ["N_IV_765_Peak+Ne_VIII_770_Peak"]  # components skipped
+    ds = tree["N_IV_765_Peak+Ne_VIII_770_Peak"].to_dataset().compute()
+    assert {"n_4 765.15", "ne_8 770.42"} <= set(ds["line"].values.tolist())
+    sep = ds["centroid"].sel(line="ne_8 770.42") - ds["centroid"].sel(line="n_4 765.15")
+    ok = np.isfinite(sep)
+    assert ok.mean() > 0.9
+    np.testing.assert_allclose(sep.values[ok.values], offset, rtol=0, atol=1e-9)
+    assert "offset" in ds.attrs["centroid_locks"]
+    # a lock naming a line of no window is an error only in the configuration's spelling
+    from saffron_xr.pipeline.config import ConfigError
+
+    with pytest.raises(ConfigError, match="locks"):
+        validate_config({"locks": [{"line": "a", "to": "a"}]})

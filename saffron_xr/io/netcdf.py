@@ -609,6 +609,9 @@ def to_netcdf(
     prepared, encoding = _prepare(tree, compression_level, fmt)
     root = prepared.to_dataset(inherit=False)
     root.attrs.update(_provenance_attrs(tree, config, provenance))
+    if not root.data_vars:
+        root[ROOT_NOTE] = _root_note(tree)
+        root.attrs = {ROOT_NOTE: "results in groups: saffron_xr.open_results(path)", **root.attrs}
     prepared = prepared.copy()
     prepared.dataset = root
     if fmt == "zarr":
@@ -631,6 +634,26 @@ def to_netcdf(
                 part, mode="w", engine="netcdf4", format="NETCDF4", encoding=encoding
             )
         ),
+    )
+
+
+#: Name of the scalar text variable in the root group of a results file that tells
+#: ``xr.open_dataset(path)`` users where the results are (the root holds no data).
+ROOT_NOTE = "README"
+
+
+def _root_note(tree: xr.DataTree) -> xr.DataArray:
+    groups = [node.path.lstrip("/") for node in tree.subtree if node is not tree]
+    first = groups[0] if groups else "WINDOW"
+    text = (
+        "open_results(path) or xarray.open_datatree(path): saffron_xr results are in the "
+        "groups of this file, one per window: "
+        + ", ".join(groups)
+        + ". Read them all with saffron_xr.open_results(path) or xarray.open_datatree(path), "
+        f"one window with xarray.open_dataset(path, group={first!r})."
+    )
+    return xr.DataArray(
+        text, attrs={"long_name": "where the results are", "groups": ", ".join(groups)}
     )
 
 
@@ -685,6 +708,10 @@ def open_results(path, *, chunks=None) -> xr.DataTree:
     nodes = {}
     for node in tree.subtree:
         ds = node.to_dataset(inherit=False)
+        if node is tree and ROOT_NOTE in ds.data_vars:
+            # for xr.open_dataset users, not part of the results
+            ds = ds.drop_vars(ROOT_NOTE)
+            ds.attrs.pop(ROOT_NOTE, None)
         for name in ds.variables:
             ds.variables[name].attrs = _decode_attrs(ds.variables[name].attrs)
         ds.attrs = _decode_attrs(ds.attrs)

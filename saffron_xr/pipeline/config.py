@@ -141,6 +141,23 @@ def _semantic_checks(cfg, where):
             isinstance(group, list) and len(group) >= 2 and all(isinstance(g, str) for g in group)
         ):
             raise ConfigError(f"{where}: 'fuse[{i}]' must be a list of two or more window names")
+    for i, lock in enumerate(cfg["locks"]):
+        where_lock = f"{where}: 'locks[{i}]'"
+        if not isinstance(lock, dict) or not {"line", "to"} <= set(lock):
+            raise ConfigError(
+                f"{where_lock} must be a mapping with 'line', 'to' and optionally 'offset', "
+                f"got {lock!r}"
+            )
+        unknown = sorted(set(lock) - {"line", "to", "offset"})
+        if unknown:
+            raise ConfigError(f"{where_lock}: unknown key '{unknown[0]}'; takes line, to, offset")
+        if not all(isinstance(lock[k], str) for k in ("line", "to")) or lock["line"] == lock["to"]:
+            raise ConfigError(f"{where_lock}: 'line' and 'to' must be two different line names")
+        offset = lock.get("offset")
+        if offset is not None and (
+            isinstance(offset, bool) or not isinstance(offset, int | float)
+        ):
+            raise ConfigError(f"{where_lock}: 'offset' must be a number (Angstrom) or null")
     for name, value in cfg["models"].items():
         if not isinstance(value, str | dict):
             raise ConfigError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import glob
+import json
 import logging
 import os
 import time
@@ -23,22 +24,68 @@ from ..errors import SpiceFileError
 from .config import config_json, load_config, validate_config
 from .scheduler import scheduler_context
 
-__all__ = ["run", "RunSummary", "FileResult", "process_tree", "output_path"]
+__all__ = [
+    "run",
+    "check",
+    "RunSummary",
+    "FileResult",
+    "BatchError",
+    "BatchInterrupted",
+    "process_tree",
+    "output_path",
+]
 
 log = logging.getLogger(__name__)
 
 
+class BatchError(ValueError):
+    """The batch cannot run: a missing source, no input file, an unusable output folder.
+
+    Raised by :func:`run` before any file is processed; the message is one line.
+    """
+
+
+class BatchInterrupted(KeyboardInterrupt):
+    """:func:`run` was interrupted (Ctrl-C, or a signal turned into KeyboardInterrupt).
+
+    ``summary`` holds the files finished before the interruption (a :class:`RunSummary`
+    with ``interrupted`` set) and ``current`` the file being processed, if any; its output
+    was not written (outputs are written atomically).
+    """
+
+    def __init__(self, summary: RunSummary, current: str | None = None):
+        super().__init__(f"interrupted after {len(summary.done)} file(s) done")
+        self.summary = summary
+        self.current = current
+
+
 @dataclasses.dataclass
 class FileResult:
-    """What happened to one input file."""
+    """What happened to one input file.
+
+    ``status`` is ``"done"``, ``"skipped"`` (its complete, current output exists),
+    ``"failed"`` (``error`` says why) or ``"ignored"`` (found in a folder or glob but not a
+    Level-2 file with data, e.g. an L3 file or a header-only file; ``error`` says which).
+    ``note`` tells why a file was redone or only had products made.
+    """
 
     path: str
-    status: str  # "done", "skipped" (complete output exists) or "failed"
+    status: str
     output: str | None = None
     error: str | None = None
     seconds: float = 0.0
     n_spectra: int = 0
     n_converged: int = 0
+    n_at_bound: int = 0
+    failed_windows: dict = dataclasses.field(default_factory=dict)
+    note: str = ""
+
+
+#: How the run summary states the definition of "converged".
+CONVERGED_DEFINITION = (
+    "converged = fit status CONVERGED; fits converged with a parameter on a bound are "
+    "counted separately"
+)
 
 
 @dataclasses.dataclass
@@ -48,6 +95,7 @@ class RunSummary:
     files: list[FileResult]
     scheduler: str
     seconds: float
+    interrupted: bool = False
 
     @property
     def failed(self) -> list[FileResult]:
@@ -61,23 +109,50 @@ class RunSummary:
     def skipped(self) -> list[FileResult]:
         return [f for f in self.files if f.status == "skipped"]
 
+    @property
+    def ignored(self) -> list[FileResult]:
+        return [f for f in self.files if f.status == "ignored"]
+
+    @property
+    def ok(self) -> bool:
+        """No file failed, no window failed, not interrupted."""
+        return not (self.failed or self.interrupted or any(f.failed_windows for f in self.done))
+
     def __str__(self) -> str:
-        lines = [
+        head = (
             f"saffron_xr run: {len(self.done)} done, {len(self.skipped)} skipped, "
-            f"{len(self.failed)} failed in {self.seconds:.1f} s on {self.scheduler}"
-        ]
+            f"{len(self.failed)} failed"
+        )
+        if self.ignored:
+            head += f", {len(self.ignored)} ignored"
+        lines = [f"{head} in {self.seconds:.1f} s on {self.scheduler}"]
+        if self.interrupted:
+            lines[0] += " (interrupted)"
         for f in self.files:
+            name = Path(f.path).name
             if f.status == "done":
-                frac = f.n_converged / f.n_spectra if f.n_spectra else float("nan")
-                lines.append(
-                    f"  done     {Path(f.path).name} -> {f.output} "
-                    f"({f.n_spectra} spectra fitted, {frac:.1%} converged, {f.seconds:.1f} s)"
-                )
+                note = f"; {f.note}" if f.note else ""
+                lines.append(f"  done     {name} -> {f.output} ({_fractions(f)}{note})")
+                for window, reason in f.failed_windows.items():
+                    lines.append(f"           window {window} FAILED: {reason}")
             elif f.status == "skipped":
-                lines.append(f"  skipped  {Path(f.path).name} (complete output {f.output} exists)")
+                lines.append(f"  skipped  {name} (complete output {f.output} exists)")
+            elif f.status == "ignored":
+                lines.append(f"  ignored  {name}: {f.error}")
             else:
-                lines.append(f"  FAILED   {Path(f.path).name}: {f.error}")
+                lines.append(f"  FAILED   {name}: {f.error}")
+        if self.done:
+            lines.append(f"  ({CONVERGED_DEFINITION})")
         return "\n".join(lines)
+
+
+def _fractions(f: FileResult) -> str:
+    if not f.n_spectra:
+        return f"no spectrum fitted, {f.seconds:.1f} s"
+    return (
+        f"{f.n_spectra} spectra fitted: {f.n_converged / f.n_spectra:.1%} converged, "
+        f"{f.n_at_bound / f.n_spectra:.1%} converged at a bound, {f.seconds:.1f} s"
+    )
 
 
 def _resolve(base_dir, p) -> Path:
@@ -97,13 +172,21 @@ def _inside(path: Path, folder: Path) -> bool:
     return Path(path).resolve().is_relative_to(Path(folder).resolve())
 
 
-def _expand_sources(sources: list[str], output_folder: Path) -> tuple[list[str], list[Path]]:
-    """Files with SPICE names for ``select_files``, and FITS files with other names.
+def _expand_sources(
+    sources: list[str], output_folder: Path
+) -> tuple[list[str], list[Path], set[str]]:
+    """Files with SPICE names for ``select_files``, FITS files with other names, and the
+    SPICE-named files found by scanning a folder or glob (rather than listed).
 
     Folders and globs are expanded here rather than in ``select_files``, which silently
     skips non-SPICE names there: a batch reports them instead. Files under the output folder
     are outputs, never inputs (L3 FITS outputs keep the input's SPICE-like name and would
     otherwise compete with it as a "version" of the same product).
+
+    Raises
+    ------
+    BatchError
+        A listed file or folder does not exist, or a glob matches nothing.
     """
     from ..errors import SpiceFileError
     from ..io.filenames import parse_spice_filename
@@ -117,16 +200,21 @@ def _expand_sources(sources: list[str], output_folder: Path) -> tuple[list[str],
 
     keep: list[str] = []
     rejected: list[Path] = []
+    scanned_names: set[str] = set()
     for s in sources:
         p = Path(s)
         if p.is_dir():
             scanned = sorted(Path(root) / name for root, _d, names in os.walk(p) for name in names)
         elif glob.has_magic(s):
             scanned = sorted(Path(m) for m in glob.glob(s, recursive=True) if Path(m).is_file())
-        elif p.is_file() and not spice_name(p):
+            if not scanned:
+                raise BatchError(f"files.source: the pattern {s} matches no file")
+        elif not p.exists():
+            raise BatchError(f"files.source: {s} does not exist")
+        elif not spice_name(p):
             rejected.append(p)
             continue
-        else:  # a SPICE-named file, or a missing one (select_files says so)
+        else:
             keep.append(s)
             continue
         for f in scanned:
@@ -134,14 +222,17 @@ def _expand_sources(sources: list[str], output_folder: Path) -> tuple[list[str],
                 continue
             if spice_name(f):
                 keep.append(str(f))
+                scanned_names.add(str(f))
             elif _is_fits_name(f):
                 rejected.append(f)
     unique = {f.resolve(): f for f in rejected}
-    return keep, list(unique.values())
+    return keep, list(unique.values()), scanned_names
 
 
-def _input_files(cfg) -> tuple[list[Path], list[Path]]:
-    """(SPICE files to process, FITS files with non-SPICE names found in the sources)."""
+def _input_files(cfg) -> tuple[list[Path], list[Path], set[str]]:
+    """(SPICE files to process, FITS files with non-SPICE names found in the sources, the
+    files found by scanning a folder or glob: among them, files that are not inputs -- L3,
+    header-only -- are ignored with a reason rather than failed)."""
     from ..io.select import select_files
 
     fcfg = cfg["files"]
@@ -150,9 +241,9 @@ def _input_files(cfg) -> tuple[list[Path], list[Path]]:
     sources = [source] if isinstance(source, str) else list(source)
     resolved = [str(_resolve(base, s)) for s in sources]
     output_folder = _resolve(base, cfg["output"]["folder"])
-    resolved, rejected = _expand_sources(resolved, output_folder)
+    resolved, rejected, scanned = _expand_sources(resolved, output_folder)
     if not resolved:
-        return [], rejected
+        return [], rejected, scanned
     files = select_files(
         resolved,
         start=fcfg["start"],
@@ -162,7 +253,128 @@ def _input_files(cfg) -> tuple[list[Path], list[Path]]:
         soop=fcfg["soop"],
         spiobsid=fcfg["spiobsid"],
     )
-    return [Path(p) for p in files], rejected
+    return [Path(p) for p in files], rejected, scanned
+
+
+def _not_an_input(path: Path) -> str | None:
+    """Why ``path`` is not a file to fit (an L3 product, a header-only file), or None."""
+    from astropy.io import fits
+
+    from ..io.filenames import parse_spice_filename
+
+    level = parse_spice_filename(path).level
+    if level.upper() != "L2":
+        return f"a {level} file (saffron_xr fits Level-2 files)"
+    try:
+        with fits.open(path, lazy_load_hdus=True) as hdul:
+            if all(int(h.header.get("NAXIS", 0)) == 0
+                   for h in hdul if isinstance(h, (fits.PrimaryHDU, fits.ImageHDU))):  # fmt: skip
+                return "header only: no data array in any window"
+    except Exception:  # unreadable: open_spice says why
+        return None
+    return None
+
+
+def _check_output_folder(folder: Path) -> None:
+    """Raise :class:`BatchError` unless ``folder`` exists or can be created, and is writable.
+
+    The folder itself is created if missing (its parent must exist: a mistyped path should
+    not silently create a tree of folders).
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise BatchError(f"output.folder: {folder} is a file, not a folder")
+    if not folder.exists():
+        if not folder.parent.is_dir():
+            raise BatchError(
+                f"output.folder: cannot create {folder}: its parent {folder.parent} does not exist"
+            )
+        try:
+            folder.mkdir()
+        except OSError as exc:
+            raise BatchError(f"output.folder: cannot create {folder} ({exc.strerror})") from exc
+    probe = folder / f".saffron_write_test.{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+    except OSError as exc:
+        raise BatchError(f"output.folder: cannot write in {folder} ({exc.strerror})") from exc
+    finally:
+        probe.unlink(missing_ok=True)
+
+
+def check(config) -> list[str]:
+    """Problems that would stop a configured batch from starting (empty if it can start).
+
+    Checks the configuration, that the sources exist and give at least one input file, that
+    the output folder is usable (without creating it), and that the scheduler can be set up
+    (an address for ``address``, the optional packages for ``local``/``slurm``/``pbs``).
+
+    Parameters
+    ----------
+    config : dict or path-like
+        As for :func:`run`.
+
+    Returns
+    -------
+    list of str
+        One line per problem.
+    """
+    from .config import ConfigError
+
+    try:
+        cfg = _config_of(config)
+    except ConfigError as exc:
+        return [str(exc)]
+    problems = []
+    try:
+        files, rejected, _scanned = _input_files(cfg)
+        if not files and not rejected:
+            problems.append("files.source: no SPICE file found in " + _sources_text(cfg))
+    except (BatchError, FileNotFoundError, ValueError) as exc:
+        problems.append(str(exc))
+    folder = _resolve(cfg["_base_dir"], cfg["output"]["folder"])
+    if folder.exists() and not folder.is_dir():
+        problems.append(f"output.folder: {folder} is a file, not a folder")
+    elif folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+        problems.append(f"output.folder: {folder} is not writable")
+    elif not folder.exists() and not folder.parent.is_dir():
+        problems.append(
+            f"output.folder: cannot create {folder}: its parent {folder.parent} does not exist"
+        )
+    elif not folder.exists() and not os.access(folder.parent, os.W_OK | os.X_OK):
+        problems.append(f"output.folder: cannot create {folder}: {folder.parent} is not writable")
+    kind = cfg["scheduler"]["kind"]
+    if kind == "address" and not cfg["scheduler"]["address"]:
+        problems.append("scheduler.address: required when scheduler.kind is address")
+    modules = {"local": "distributed", "address": "distributed", "slurm": "dask_jobqueue",
+               "pbs": "dask_jobqueue"}  # fmt: skip
+    if kind in modules:
+        import importlib.util
+
+        if importlib.util.find_spec(modules[kind]) is None:
+            problems.append(
+                f"scheduler.kind {kind} needs the {modules[kind]} package (not installed)"
+            )
+    return problems
+
+
+def _sources_text(cfg) -> str:
+    source = cfg["files"]["source"]
+    return ", ".join([source] if isinstance(source, str) else source)
+
+
+def _config_of(config, scheduler=None, address=None) -> dict:
+    if isinstance(config, dict):
+        cfg = validate_config(config, base_dir=config.get("_base_dir"))
+    else:
+        cfg = load_config(config)
+    if scheduler is not None or address is not None:
+        if scheduler is not None:
+            cfg["scheduler"]["kind"] = scheduler
+        if address is not None:
+            cfg["scheduler"]["address"] = address
+        cfg = validate_config(cfg, base_dir=cfg["_base_dir"])
+    return cfg
 
 
 def output_path(cfg, path: Path, window: str = "all", level: str = "l3") -> Path:
@@ -244,14 +456,14 @@ def _fit_noise(cfg: dict, radiance: xr.DataArray, terms):
     return terms
 
 
-def process_window(cfg: dict, name: str, ds: xr.Dataset, catalog) -> xr.Dataset:
+def process_window(
+    cfg: dict, name: str, ds: xr.Dataset, catalog, *, prepared_only: bool = False
+) -> xr.Dataset:
     """Prepare, model, fit and derive one window Dataset; returns a lazy result Dataset.
 
-    Only the mean spectrum used by the model guess is computed here.
+    Only the mean spectrum used by the model guess is computed here. With
+    ``prepared_only``, returns the prepared ``(radiance, error)`` instead (error may be None).
     """
-    from .. import derive
-    from ..fit.core import fit_lines
-
     radiance = ds["radiance"]
     pcfg = cfg["prep"]
     error = None
@@ -302,11 +514,47 @@ def process_window(cfg: dict, name: str, ds: xr.Dataset, catalog) -> xr.Dataset:
         # keep the input errors: the denoiser's propagated error ignores the correlation it
         # introduces between neighbouring samples, so fitted errors would come out too small
         radiance = denoise(radiance, error, threshold=pcfg["denoise"]["threshold"])["radiance"]
+    if prepared_only:
+        return radiance, error
+    return _fit_window(
+        cfg,
+        name,
+        ds,
+        radiance,
+        error,
+        catalog,
+        noise_terms=noise_terms,
+        provenance=noise_provenance,
+    )
+
+
+def _fit_window(
+    cfg,
+    name,
+    ds,
+    radiance,
+    error,
+    catalog,
+    *,
+    noise_terms=None,
+    provenance=None,
+    model_weights=True,
+) -> xr.Dataset:
+    """Model, fit and derive a prepared window (``ds`` gives the input radiance and attrs).
+
+    With ``model_weights`` (and the noise model on), the fit takes its weights from the
+    fitted model (`_fit_noise`); fused windows are fitted with their errors only.
+    """
+    from .. import derive
+    from ..fit.core import fit_lines
+
+    pcfg = cfg["prep"]
     # the guess reads the mean spectrum of the *input* radiance: guessing from the prepared
     # one would compute despike/denoise twice (once here, once in the fit), about 70 s of a
     # 220 s full composition raster (benchmarks/bench_prep_memory.py); a few spikes among
     # ~160,000 pixels do not move the window's mean spectrum measurably
     model = _window_model(cfg, name, ds, ds["radiance"], error, catalog)
+    locks = _apply_locks(cfg, name, model)
     levels = pcfg["binning"]["levels"]
     if len(levels) > 1 or levels[0] != 1:
         from ..prep import bin_levels
@@ -324,9 +572,8 @@ def process_window(cfg: dict, name: str, ds: xr.Dataset, catalog) -> xr.Dataset:
             thresholds=dict(pcfg["binning"]["thresholds"]),
         )
     else:
-        params = fit_lines(
-            radiance, model, error=error, noise=_fit_noise(cfg, radiance, noise_terms)
-        )
+        noise = _fit_noise(cfg, radiance, noise_terms) if model_weights else None
+        params = fit_lines(radiance, model, error=error, noise=noise)
     dcfg = cfg["derive"]
     extra = {}
     if dcfg["radiance"]:
@@ -336,11 +583,119 @@ def process_window(cfg: dict, name: str, ds: xr.Dataset, catalog) -> xr.Dataset:
         extra.update(derive.doppler_velocity(params, reference=ref).data_vars)
     if dcfg["widths"]:
         extra.update(derive.fwhm(params).data_vars)
-    return params.assign(extra).assign_attrs(noise_provenance)
+    out = params.assign(extra).assign_attrs(provenance or {})
+    if locks:
+        out.attrs["centroid_locks"] = json.dumps(locks)
+    if "fused_windows" in ds.attrs:
+        out.attrs["fused_windows"] = ds.attrs["fused_windows"]
+    return _with_coordinate_units(out)
+
+
+def _with_coordinate_units(ds: xr.Dataset) -> xr.Dataset:
+    """Units on the helioprojective coordinates (arcsec) where the fit dropped them."""
+    fixed = {}
+    for name, long_name in (
+        ("hpln", "helioprojective longitude (Solar X)"),
+        ("hplt", "helioprojective latitude (Solar Y)"),
+    ):
+        if name in ds.coords and "units" not in ds[name].attrs:
+            fixed[name] = ds[name].assign_attrs(units="arcsec", long_name=long_name)
+    return ds.assign_coords(fixed) if fixed else ds
+
+
+def _apply_locks(cfg, name: str, model) -> list[dict]:
+    """Tie centroids of line pairs as ``cfg["locks"]`` asks; returns the locks applied.
+
+    A lock whose lines are not both in the window's model is logged and left out (a window
+    holds only the lines in its wavelength range, and weak lines are dropped by the guess).
+    """
+    applied = []
+    lines = set(model.lines)
+    for lock in cfg["locks"]:
+        line, to, offset = lock["line"], lock["to"], lock.get("offset")
+        if line in lines and to in lines:
+            model.tie_centroid(line, to, offset)
+            applied.append({"line": line, "to": to, "offset": model.tie_of(line, "centroid")[2]})
+        elif line in lines or to in lines:
+            log.warning(
+                "window %s: lock %s -> %s not applied: %s is not in the model (lines: %s)",
+                name,
+                line,
+                to,
+                to if line in lines else line,
+                ", ".join(model.lines),
+            )
+    return applied
+
+
+def _node_of(tree: xr.DataTree, name: str) -> str | None:
+    """The node name of a window given by node name or EXTNAME, or None."""
+    from ..io.reader import window_node_name
+
+    if name in tree.children:
+        return name
+    for node, child in tree.children.items():
+        if child.dataset.attrs.get("EXTNAME") == name or window_node_name(name) == node:
+            return node
+    return None
+
+
+def _fuse_groups(cfg, tree: xr.DataTree) -> list[list[str]]:
+    """``cfg["fuse"]`` as node names; a group naming an absent window is an error."""
+    groups = []
+    for group in cfg["fuse"]:
+        nodes = [_node_of(tree, w) for w in group]
+        missing = [w for w, n in zip(group, nodes, strict=True) if n is None]
+        if missing:
+            raise ValueError(
+                f"fuse: no window {', '.join(map(repr, missing))} in the file; its windows are "
+                + ", ".join(tree.children)
+            )
+        groups.append(nodes)
+    return groups
+
+
+def _fused_name(nodes: list[str]) -> str:
+    return "+".join(nodes)
+
+
+def _process_fused(cfg, tree: xr.DataTree, nodes: list[str], catalog) -> xr.Dataset:
+    """Prepare each window of a fuse group, join them along wavelength, fit them together."""
+    from ..catalog import fuse_windows
+
+    parts = {}
+    for node in nodes:
+        ds = tree[node].dataset
+        radiance, error = process_window(cfg, node, ds, catalog, prepared_only=True)
+        part = xr.Dataset({"radiance": radiance, "input_radiance": ds["radiance"]}, attrs=ds.attrs)
+        if error is not None:
+            part["error"] = error
+        parts[node] = part
+    fused = fuse_windows(xr.DataTree.from_dict(parts), nodes, name=_fused_name(nodes))
+    inputs = fused.drop_vars(["radiance"]).rename({"input_radiance": "radiance"})
+    error = fused["error"] if "error" in fused else None
+    return _fit_window(
+        cfg, _fused_name(nodes), inputs, fused["radiance"], error, catalog, model_weights=False
+    )
+
+
+def _window_error(exc: Exception, node: str, extname: str | None) -> str:
+    """One line naming the window by its node name (as ``saffron-xr info`` prints it)."""
+    text = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+    if extname and extname != node:
+        text = text.replace(repr(extname), repr(node)).replace(extname, node)
+    return text
 
 
 def process_tree(cfg: dict, tree: xr.DataTree, catalog=None) -> xr.DataTree:
-    """Lazy results for every selected window of an opened file (a DataTree like the input)."""
+    """Lazy results for every selected window of an opened file (a DataTree like the input).
+
+    Windows listed together in ``cfg["fuse"]`` are fitted as one (node name: their node
+    names joined by ``+``) and not on their own. A window that cannot be prepared or modelled
+    (e.g. no catalog line in its range) fails alone: the others are fitted, and the failed
+    ones are listed with their reasons in the root attribute ``failed_windows`` (a mapping
+    node name -> reason). If every window fails, a ValueError lists them all.
+    """
     catalog = catalog if catalog is not None else _load_catalog(cfg)
     pairs = [(n, c.dataset.attrs.get("EXTNAME", n)) for n, c in tree.children.items()]
     names = _selected(cfg, pairs)
@@ -349,44 +704,203 @@ def process_tree(cfg: dict, tree: xr.DataTree, catalog=None) -> xr.DataTree:
             "no window left after windows.include/exclude; the file has "
             + ", ".join(n for n, _ in pairs)
         )
+    groups = _fuse_groups(cfg, tree)
+    in_groups = {n for g in groups for n in g}
+    units = [[n] for n in names if n not in in_groups] + groups
     out = xr.DataTree(xr.Dataset(attrs=dict(tree.attrs)))
-    for name in names:
-        out[name] = xr.DataTree(process_window(cfg, name, tree[name].dataset, catalog))
+    failed = {}
+    for unit in units:
+        name = unit[0] if len(unit) == 1 else _fused_name(unit)
+        try:
+            if len(unit) == 1:
+                ds = process_window(cfg, name, tree[name].dataset, catalog)
+            else:
+                ds = _process_fused(cfg, tree, unit, catalog)
+        except (KeyboardInterrupt, SystemExit, MemoryError):
+            raise
+        except Exception as exc:  # one window fails alone
+            extname = tree[unit[0]].dataset.attrs.get("EXTNAME") if len(unit) == 1 else None
+            failed[name] = _window_error(exc, name, extname)
+            log.warning("window %s failed: %s", name, failed[name])
+            continue
+        out[name] = xr.DataTree(ds)
+    if not out.children:
+        raise ValueError(
+            "every window failed: " + "; ".join(f"{n}: {r}" for n, r in failed.items())
+        )
+    if failed:
+        out.attrs["failed_windows"] = failed
     return out
 
 
-def _count(results: xr.DataTree):
-    """(spectra with enough valid samples to fit, of which converged) over all windows."""
+def _count(results: xr.DataTree) -> tuple[int, int, int]:
+    """(spectra fitted, of which converged, of which converged at a bound) over all windows.
+
+    "Converged" is :meth:`FitStatus.converged` (status ``CONVERGED`` only); spectra with no
+    or too few valid samples are not counted as fitted.
+    """
     import numpy as np
 
     from ..fit.status import FitStatus
 
-    n = conv = 0
+    n = conv = at_bound = 0
     skipped = [int(FitStatus.ALL_NAN), int(FitStatus.TOO_FEW_VALID)]
-    good = [int(FitStatus.CONVERGED), int(FitStatus.CONVERGED_AT_BOUND)]
+    good = [int(s) for s in FitStatus.converged()]
     for node in results.children.values():
         st = np.asarray(node.dataset["status"])
         n += int((~np.isin(st, skipped)).sum())
         conv += int(np.isin(st, good).sum())
-    return n, conv
+        at_bound += int((st == int(FitStatus.CONVERGED_AT_BOUND)).sum())
+    return n, conv, at_bound
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+#: Configuration sections whose values change the numbers in a results file.
+_RESULT_SECTIONS = ("windows", "prep", "catalog", "models", "fuse", "locks", "derive")
+
+
+def _file_text_hash(path) -> str | None:
+    import hashlib
+
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    except OSError:
+        return None
+
+
+def _fingerprint(cfg) -> dict:
+    """What the numbers of a results file depend on, besides the input file itself.
+
+    The configuration sections that change results (not the scheduler, chunks, file
+    selection or output options), the content of model/catalog files they name, and the
+    package version.
+    """
+    from .. import __version__
+
+    fp = {key: cfg[key] for key in _RESULT_SECTIONS}
+    files = {}
+    if cfg["catalog"]["path"]:
+        files["catalog.path"] = _file_text_hash(_resolve(cfg["_base_dir"], cfg["catalog"]["path"]))
+    for name, model in cfg["models"].items():
+        if isinstance(model, str):
+            files[f"models.{name}"] = _file_text_hash(_resolve(cfg["_base_dir"], model))
+    fp["files"] = files
+    fp["saffron_xr_version"] = __version__
+    return json.loads(json.dumps(fp, sort_keys=True, default=str))
+
+
+def _input_identity(path: Path) -> dict:
+    st = Path(path).stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _differences(old, new, prefix="") -> list[str]:
+    """Dotted keys whose values differ between two nested mappings."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new)):
+            out += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+def _products(cfg, out: Path, windows) -> dict[str, list[Path]]:
+    """The requested products besides the netCDF file, by kind."""
+    products = {}
+    if cfg["output"]["quicklook"]:
+        products["quicklook"] = [out.with_suffix(".png")]
+    if cfg["output"]["l3_fits"]:
+        products["L3 FITS"] = [_l3_path(out, name) for name in windows]
+    return products
+
+
+def _l3_path(out: Path, window: str) -> Path:
+    return out.with_name(f"{out.stem}_{window}_L3.fits")
+
+
+def _resume_state(cfg, path: Path) -> tuple[str, str]:
+    """What resume should do for ``path``: ``(action, reason)``.
+
+    ``action`` is ``"skip"`` (the results file is complete, made by the same version from
+    the same configuration and the same input, with every requested product), ``"products"``
+    (the results are current but a requested product is missing: make only the products) or
+    ``"redo"``. ``reason`` says why, for the summary.
+    """
+    out = output_path(cfg, path)
+    if not out.exists():
+        return "redo", ""
+    try:
+        with xr.open_datatree(out) as existing:
+            attrs = dict(existing.attrs)
+            windows = list(existing.children)
+    except Exception as exc:
+        return "redo", f"the existing output is unreadable ({type(exc).__name__})"
+    if attrs.get("saffron_xr_complete", 0) != 1:
+        return "redo", "the existing output is incomplete"
+    try:
+        stored = json.loads(attrs.get("saffron_xr_fingerprint", "null"))
+        identity = json.loads(attrs.get("saffron_xr_input", "null"))
+    except ValueError:
+        stored = identity = None
+    if stored is None or identity is None:
+        return "redo", "the existing output does not record how it was made"
+    now = _fingerprint(cfg)
+    if stored.get("saffron_xr_version") != now["saffron_xr_version"]:
+        return "redo", (
+            f"made by saffron_xr {stored.get('saffron_xr_version')}, this is "
+            f"{now['saffron_xr_version']}"
+        )
+    changed = _differences(stored, now)
+    if changed:
+        return "redo", "configuration changed: " + ", ".join(changed)
+    if identity != _input_identity(path):
+        return "redo", "the input file changed (size or modification time)"
+    missing = [kind for kind, paths in _products(cfg, out, windows).items()
+               if not all(p.exists() for p in paths)]  # fmt: skip
+    if missing:
+        return "products", "missing " + " and ".join(missing)
+    return "skip", ""
+
+
+def _write_products(cfg, out: Path, progress: bool = False) -> tuple[int, int, int]:
+    """Quicklook and L3 FITS from the written results (each written atomically)."""
+    with _reopen(out) as written:
+        if cfg["output"]["quicklook"]:
+            from ..plot import quicklook
+
+            quicklook(written, path=out.with_suffix(".png"))
+        if cfg["output"]["l3_fits"]:
+            from ..io.l3fits import to_l3_fits
+
+            for name, node in written.children.items():
+                to_l3_fits(node.dataset, _l3_path(out, name))
+        return _count(written)
 
 
 def _process_file(cfg, path: Path, catalog, progress: bool) -> FileResult:
-    from .. import __version__
     from ..io.netcdf import to_netcdf
     from ..io.reader import open_spice
 
     t0 = time.perf_counter()
+    identity = _input_identity(path)
     tree = open_spice(path, chunks=dict(cfg["chunks"]), dumbbells=cfg["windows"]["dumbbells"])
     out_path = output_path(cfg, path)
     results = process_tree(cfg, tree, catalog)
     results.attrs.update(
-        saffron_xr_version=__version__,
+        saffron_xr_version=_fingerprint(cfg)["saffron_xr_version"],
         configuration=config_json(cfg),
+        saffron_xr_fingerprint=json.dumps(_fingerprint(cfg), sort_keys=True),
+        saffron_xr_input=json.dumps(identity, sort_keys=True),
         input_files=path.name,
         saffron_xr_complete=1,
     )
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    failed_windows = dict(results.attrs.get("failed_windows", {}))
+    # products of an earlier run must not outlive results they no longer match
+    for paths in _products(cfg, out_path, results.children).values():
+        for p in paths:
+            p.unlink(missing_ok=True)
     if _in_process_scheduler():
         # to_netcdf computes the windows one by one while it writes them: only the chunks
         # in flight and one window's variables are in memory, never all the results
@@ -399,17 +913,7 @@ def _process_file(cfg, path: Path, catalog, progress: bool) -> FileResult:
             to_netcdf(results, out_path, config=cfg)
     else:  # worker processes may not share this file system: gather the results here
         to_netcdf(_compute_tree(results, progress), out_path, config=cfg)
-    with _reopen(out_path) as written:
-        if cfg["output"]["quicklook"]:
-            from ..plot import quicklook
-
-            quicklook(written, path=out_path.with_suffix(".png"))
-        if cfg["output"]["l3_fits"]:
-            from ..io.l3fits import to_l3_fits
-
-            for name, node in written.children.items():
-                to_l3_fits(node.dataset, out_path.with_name(f"{out_path.stem}_{name}_L3.fits"))
-        n, conv = _count(written)
+    n, conv, at_bound = _write_products(cfg, out_path, progress)
     return FileResult(
         str(path),
         "done",
@@ -417,6 +921,8 @@ def _process_file(cfg, path: Path, catalog, progress: bool) -> FileResult:
         seconds=time.perf_counter() - t0,
         n_spectra=n,
         n_converged=conv,
+        n_at_bound=at_bound,
+        failed_windows=failed_windows,
     )
 
 
@@ -482,7 +988,15 @@ def _compute_tree(results: xr.DataTree, progress: bool = False) -> xr.DataTree:
     return out
 
 
-def run(config, *, progress: bool = False, scheduler: str | None = None) -> RunSummary:
+def run(
+    config,
+    *,
+    progress: bool = False,
+    scheduler: str | None = None,
+    address: str | None = None,
+    force: bool = False,
+    allow_empty: bool = False,
+) -> RunSummary:
     """Run a configured batch: select files, fit every window, write one result file each.
 
     Parameters
@@ -493,69 +1007,140 @@ def run(config, *, progress: bool = False, scheduler: str | None = None) -> RunS
         Show progress bars (used by the command line; off when called from code).
     scheduler : str, optional
         Override ``scheduler.kind``.
+    address : str, optional
+        Override ``scheduler.address`` (the scheduler of ``scheduler.kind: address``).
+    force : bool, default False
+        Process every file even if ``output.resume`` would skip it.
+    allow_empty : bool, default False
+        Return an empty summary when the sources hold no SPICE file, instead of raising.
 
     Returns
     -------
     RunSummary
         Per-file outcome; failures carry their reason. A failing file never stops the batch.
+
+    Raises
+    ------
+    BatchError
+        Before any work: a source that does not exist, no input file (unless
+        ``allow_empty``), or an output folder that cannot be created or written.
+    BatchInterrupted
+        On KeyboardInterrupt; it carries the summary of the files finished before.
+
+    Notes
+    -----
+    With ``output.resume`` a file is skipped only if its results file is complete and was
+    made by this package version, from the same result-relevant configuration (``windows``,
+    ``prep``, ``catalog``, ``models``, ``fuse``, ``locks``, ``derive`` and the content of
+    the model/catalog files they name) and from the same input file (size and modification
+    time), and every requested product (quicklook, L3 FITS) exists. A file whose results are
+    current but a product is missing gets only the missing products; otherwise it is redone,
+    and the summary says why.
     """
-    if isinstance(config, dict):
-        cfg = validate_config(config, base_dir=config.get("_base_dir"))
-    else:
-        cfg = load_config(config)
-    if scheduler is not None:
-        cfg["scheduler"]["kind"] = scheduler
-        cfg = validate_config(cfg, base_dir=cfg["_base_dir"])
+    cfg = _config_of(config, scheduler, address)
     t0 = time.perf_counter()
-    files, not_spice = _input_files(cfg)
+    files, not_spice, scanned = _input_files(cfg)
+    if not files and not not_spice and not allow_empty:
+        raise BatchError(f"no SPICE file found in {_sources_text(cfg)}; nothing to do")
+    folder = _resolve(cfg["_base_dir"], cfg["output"]["folder"])
+    if files:
+        _check_output_folder(folder)
     results: list[FileResult] = []
     for path in not_spice:
-        log.error("failed: %s: not a SPICE file name", path)
+        log.error("FAILED %s", path)
         results.append(FileResult(str(path), "failed", error="not a SPICE file name"))
     catalog = _load_catalog(cfg)
-    with scheduler_context(cfg["scheduler"]) as sched_name:
-        for i, path in enumerate(files):
-            if progress:
-                log.info("[%d/%d] %s", i + 1, len(files), path.name)
-            try:
-                _remove_partial_outputs(output_path(cfg, path))
-                if cfg["output"]["resume"]:
-                    done = _complete_output(cfg, path)
-                    if done is not None:
-                        results.append(FileResult(str(path), "skipped", str(done)))
-                        continue
-                results.append(_process_file(cfg, path, catalog, progress))
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as exc:  # a bad file is reported, the batch goes on
-                if isinstance(exc, SpiceFileError):  # the message starts with the path
-                    same = Path(exc.path).name == path.name
-                    reason = exc.problem if same else str(exc)
-                else:
-                    reason = f"{type(exc).__name__}: {exc}"
-                log.error("failed: %s: %s", path, reason)
-                results.append(FileResult(str(path), "failed", error=reason))
+    current = None
+    sched_name = cfg["scheduler"]["kind"]
+    try:
+        with scheduler_context(cfg["scheduler"]) as sched_name:
+            for i, path in enumerate(files):
+                current = str(path)
+                counter = f"[{i + 1}/{len(files)}]"
+                results.append(
+                    _run_one(cfg, path, catalog, progress, force, counter, str(path) in scanned)
+                )
+                current = None
+    except KeyboardInterrupt as exc:
+        summary = RunSummary(results, sched_name, time.perf_counter() - t0, interrupted=True)
+        raise BatchInterrupted(summary, current) from exc
     return RunSummary(results, sched_name, time.perf_counter() - t0)
 
 
+_KERNEL_NOTE = {"shown": False}
+
+
+def _run_one(cfg, path: Path, catalog, progress, force, counter, scanned) -> FileResult:
+    """Process (or skip) one file; a failure is returned, never raised.
+
+    ``scanned``: the file was found in a folder or by a glob (not listed by the user).
+    """
+    t0 = time.perf_counter()
+    log.info("%s %s: started", counter, path.name)
+    try:
+        reason = _not_an_input(path)
+        if reason is not None:
+            status = "ignored" if scanned else "failed"
+            # the reason is printed once, in the summary
+            log.log(logging.INFO if status == "ignored" else logging.ERROR,
+                    "%s %s: %s", counter, path.name, status.upper())  # fmt: skip
+            return FileResult(str(path), status, error=reason)
+        out = output_path(cfg, path)
+        _remove_partial_outputs(out)
+        note = ""
+        if cfg["output"]["resume"] and not force:
+            action, note = _resume_state(cfg, path)
+            if action == "skip":
+                log.info("%s %s: skipped (complete output %s exists)", counter, path.name, out)
+                return FileResult(str(path), "skipped", str(out))
+            if action == "products":
+                n, conv, at_bound = _write_products(cfg, out, progress)
+                log.info("%s %s: done (%s made)", counter, path.name, note[len("missing ") :])
+                return FileResult(
+                    str(path), "done", str(out), seconds=time.perf_counter() - t0, n_spectra=n,
+                    n_converged=conv, n_at_bound=at_bound,
+                    note=f"results current, made the {note[len('missing '):]}",
+                )  # fmt: skip
+            note = f"redone: {note}" if note else ""
+        elif force and out.exists():
+            note = "redone: --force"
+        if progress and not _KERNEL_NOTE["shown"]:
+            _KERNEL_NOTE["shown"] = True
+            log.info(
+                "(the first file waits near 1%% while numba compiles the fit kernel, "
+                "typically 10-20 s; later files start at once)"
+            )
+        result = _process_file(cfg, path, catalog, progress)
+        result.note = note
+        log.info(
+            "%s %s: done in %.1f s%s",
+            counter,
+            path.name,
+            result.seconds,
+            f" ({len(result.failed_windows)} window(s) failed)" if result.failed_windows else "",
+        )
+        return result
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # a bad file is reported, the batch goes on
+        if isinstance(exc, SpiceFileError):  # the message starts with the path
+            same = Path(exc.path).name == path.name
+            reason = exc.problem if same else str(exc)
+        elif isinstance(exc, (ValueError, FileNotFoundError)):
+            reason = str(exc)
+        else:
+            reason = f"{type(exc).__name__}: {exc}"
+        # the reason is printed once, in the summary; the log names the file
+        log.error("%s %s: FAILED", counter, path.name)
+        log.debug("%s: %s", path, reason, exc_info=True)
+        return FileResult(str(path), "failed", error=reason)
+
+
 def _remove_partial_outputs(out: Path) -> None:
-    """Delete ``.part`` files a killed writer left for ``out`` (see ``io.netcdf.to_netcdf``)."""
+    """Delete ``.part`` files a killed writer left for ``out`` and its products (quicklook,
+    L3 FITS; see ``io.netcdf.to_netcdf``)."""
     if not out.parent.is_dir():
         return
-    for part in out.parent.glob(f".{glob.escape(out.name)}.*.part"):
+    for part in out.parent.glob(f".{glob.escape(out.stem)}*.part"):
         log.info("removing the partial output %s", part)
         part.unlink(missing_ok=True)
-
-
-def _complete_output(cfg, path: Path):
-    """The existing complete output of ``path``, or None (partial files never count)."""
-    out = output_path(cfg, path)
-    if not out.exists():
-        return None
-    try:
-        with xr.open_datatree(out) as existing:
-            if existing.attrs.get("saffron_xr_complete", 0) != 1:
-                return None
-    except Exception:
-        return None
-    return out

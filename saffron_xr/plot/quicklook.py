@@ -34,7 +34,7 @@ STATUS_COLORS = {
     "ALL_NAN": "#313695",
     "BAD_INITIAL": "#a50026",
     "THRESHOLD_NOT_MET": "#abdda4",
-    "NO_STEP": "#9e0142",
+    "NO_STEP": "#c2a5cf",
 }
 
 _ROMAN = [
@@ -64,6 +64,10 @@ _COLORBAR_GAP, _COLORBAR_WIDTH, _COLORBAR_ROOM = 0.1, 0.14, 1.05
 _SUPTITLE_ROOM = 0.45
 _MIN_MAP_RATIO = 0.22
 _MISSING_COLOR = "0.72"
+
+#: Largest image (pixels) :func:`quicklook` writes in a raster format; ``dpi`` is lowered
+#: for figures that would be larger (many lines).
+MAX_PIXELS = 10_000_000
 
 
 def _roman(n: int) -> str:
@@ -165,12 +169,17 @@ def _derived(ds: xr.Dataset, velocity_reference) -> xr.Dataset:
         out["radiance"] = ds["radiance"]
     else:
         out["radiance"] = derive.radiance(params)["radiance"]
-    if isinstance(velocity_reference, str) and velocity_reference == "stored":
-        if "doppler_velocity" not in ds:
-            raise ValueError(
-                "velocity_reference='stored' needs a 'doppler_velocity' variable in the results"
-            )
+    stored = velocity_reference is None or (
+        isinstance(velocity_reference, str) and velocity_reference == "stored"
+    )
+    if stored and "doppler_velocity" in ds:
         out["doppler_velocity"] = ds["doppler_velocity"]
+    elif velocity_reference is None:  # nothing stored: the package's default reference
+        out["doppler_velocity"] = derive.doppler_velocity(params)["doppler_velocity"]
+    elif stored:
+        raise ValueError(
+            "velocity_reference='stored' needs a 'doppler_velocity' variable in the results"
+        )
     else:
         out["doppler_velocity"] = derive.doppler_velocity(params, reference=velocity_reference)[
             "doppler_velocity"
@@ -180,12 +189,18 @@ def _derived(ds: xr.Dataset, velocity_reference) -> xr.Dataset:
 
 
 def _velocity_reference_text(v: xr.DataArray) -> str:
+    """The Doppler reference of a velocity map, as its attributes state it."""
     ref = str(v.attrs.get("doppler_reference", ""))
-    return {
+    known = {
         "rest": "rel. to rest wavelength",
         "median": "rel. to median centroid",
         "column": "rel. to column median",
-    }.get(ref, f"ref: {ref}" if ref else "")
+    }
+    if ref in known:
+        return known[ref]
+    description = str(v.attrs.get("doppler_reference_description", ""))
+    text = description.split(":")[0].strip() if description else ref
+    return f"ref: {text}" if text else "reference not stated"
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -295,8 +310,16 @@ class _Geometry:
             return self._draw_profile(
                 ax, np.asarray(values, dtype=float)[:, 0], quantity, **kwargs
             )
+        # no antialiasing: each data pixel is a block of one colour, which PNG compresses
+        # well (antialiased edges of the tilted quadrilaterals double the file size)
+        # rasterized: one image, not thousands of polygons, in vector formats
         mesh = ax.pcolormesh(
-            self.corners[..., 0], self.corners[..., 1], np.ma.masked_invalid(values), **kwargs
+            self.corners[..., 0],
+            self.corners[..., 1],
+            np.ma.masked_invalid(values),
+            antialiased=False,
+            rasterized=True,
+            **kwargs,
         )
         ax.set_facecolor(_MISSING_COLOR)
         ax.set_xlim(self.corners[..., 0].min(), self.corners[..., 0].max())
@@ -382,7 +405,8 @@ def _grid_figure(ratios, ncols):
 
     Laid out by hand (no layout engine: it costs seconds for a many-line figure): every map
     of row ``r`` is drawn at width / height ``ratios[r]``, within a box of
-    ``_MAP_MAX_WIDTH`` x ``_MAP_HEIGHT`` inches.
+    ``_MAP_MAX_WIDTH`` x ``_MAP_HEIGHT`` inches, shrunk (down to 55%) for figures of more
+    than 8 rows so that a study of many lines stays a reasonable image.
 
     Returns
     -------
@@ -390,9 +414,10 @@ def _grid_figure(ratios, ncols):
     """
     from matplotlib.figure import Figure
 
+    scale = min(1.0, max(0.55, 8.0 / max(len(ratios), 1)))
     sizes = []
     for ratio in ratios:
-        w = min(_MAP_MAX_WIDTH, _MAP_HEIGHT * ratio)
+        w = min(_MAP_MAX_WIDTH * scale, _MAP_HEIGHT * scale * ratio)
         sizes.append((w, w / ratio))
     box_w = max(w for w, _ in sizes)
     cell_w = _MARGIN_LEFT + box_w + _COLORBAR_GAP + _COLORBAR_WIDTH + _COLORBAR_ROOM
@@ -451,12 +476,14 @@ def _status_panel(fig, ax, cax, geom, status: np.ndarray, title: str):
     with_data = np.isfinite(st) & (st != int(FitStatus.ALL_NAN))
     n = int(with_data.sum())
     if n:
-        conv = 100.0 * np.sum(st[with_data] == int(FitStatus.CONVERGED)) / n
-        usable = 100.0 * np.isin(st[with_data], [int(c) for c in FitStatus.usable()]).sum() / n
-        frac = f"{conv:.1f}% converged, {usable:.1f}% usable"
+        converged = [int(c) for c in FitStatus.converged()]
+        conv = 100.0 * np.isin(st[with_data], converged).sum() / n
+        bound = 100.0 * np.sum(st[with_data] == int(FitStatus.CONVERGED_AT_BOUND)) / n
+        # the one definition of converged (FitStatus.converged), stated on the figure
+        frac = f"{conv:.1f}% converged (= status CONVERGED)\n{bound:.1f}% converged at a bound"
     else:
         frac = "no pixel with data"
-    ax.set_title(f"{title}\nfit status\n{frac}", fontsize="small")
+    ax.set_title(f"{title}: fit status\n{frac}", fontsize="small")
     return mesh
 
 
@@ -517,7 +544,7 @@ def _results_figure(windows, *, velocity_reference, percentile, title):
             quantity="Doppler velocity (km/s)",
         )
         ref = _velocity_reference_text(maps["doppler_velocity"])
-        _colorbar(fig, m, cax=caxes[r, 1], label="Doppler velocity (km/s)")
+        _colorbar(fig, m, cax=caxes[r, 1], label=f"Doppler velocity (km/s), {ref}")
         axes[r, 1].set_title(f"{label}\nDoppler velocity\n{ref}", fontsize="small")
 
         # FWHM
@@ -620,6 +647,26 @@ def _window_figure(windows, *, percentile, title):
     return fig
 
 
+def _save_png(fig, path, dpi: float) -> None:
+    """Write ``fig`` as a 256-colour PNG: colour-mapped noisy maps take about a third of
+    the bytes of a full-colour PNG, with no visible difference at quicklook scale."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from PIL import Image
+
+    old = fig.dpi
+    fig.set_dpi(dpi)
+    try:
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        rgb = Image.frombuffer(
+            "RGBA", canvas.get_width_height(), canvas.buffer_rgba(), "raw", "RGBA", 0, 1
+        ).convert("RGB")
+    finally:
+        fig.set_dpi(old)
+    image = rgb.quantize(colors=256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+    image.save(path, format="png", optimize=True)
+
+
 # ----------------------------------------------------------------------------- public
 
 
@@ -627,7 +674,7 @@ def quicklook(
     results,
     path=None,
     *,
-    velocity_reference="median",
+    velocity_reference=None,
     percentile: float = 99.0,
     dpi: int = 100,
 ):
@@ -657,18 +704,21 @@ def quicklook(
         missing ones are derived.
     path : str or path-like, optional
         Write the figure there (format from the suffix, e.g. ``.png``).
-    velocity_reference : {"median", "rest", "column", "stored"}, float or DataArray
+    velocity_reference : None, {"median", "rest", "column", "stored"}, float or DataArray
         Reference wavelength of the Doppler velocity (see
-        :func:`saffron_xr.derive.doppler_velocity`). Default ``"median"``: the median
-        centroid of each line over the map -- SPICE's absolute wavelength scale is uncertain
-        by tenths of an Angstrom (tens of km/s), so relative velocities are what a quicklook
-        shows. ``"stored"`` draws the ``doppler_velocity`` variable of the results as it is
-        (e.g. after :func:`saffron_xr.correct_doppler_gradient`).
+        :func:`saffron_xr.derive.doppler_velocity`). Default None: the ``doppler_velocity``
+        variable of the results as it is (so the figure shows the same numbers as the file,
+        e.g. a results file of ``saffron-xr run``), or, if there is none, the velocity with
+        the package's default reference. ``"stored"`` insists on the stored variable. Any
+        other value recomputes the velocity from the centroids with that reference. The
+        reference used is stated in each velocity panel's title and colour-bar label (from
+        the ``doppler_reference`` attribute).
     percentile : float, default 99.0
         Colour limits: ``[100 - percentile, percentile]`` percentiles of the finite values;
         for the velocity, ``±`` the ``percentile`` percentile of ``|v|``.
     dpi : int, default 100
-        Resolution of the written file.
+        Resolution of the written file; lowered for raster formats (PNG, JPEG) when the image
+        would exceed :data:`MAX_PIXELS` (10 million pixels; a figure of many lines).
 
     Returns
     -------
@@ -702,7 +752,19 @@ def quicklook(
             "('radiance'), not a mixture"
         )
     if path is not None:
+        from ..io.netcdf import _write_atomically
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=dpi)
+        fmt = path.suffix.lstrip(".").lower() or None
+        width, height = fig.get_size_inches()
+        # many lines make a tall figure: lower the resolution of raster formats so that the
+        # image stays readable but small (at most MAX_PIXELS pixels, under ~2 MB as PNG)
+        if fmt not in ("pdf", "svg", "eps", "ps"):
+            dpi = min(float(dpi), math.sqrt(MAX_PIXELS / (width * height)))
+        # atomically: an interrupted write leaves no truncated image under the final name
+        if fmt == "png":
+            _write_atomically(path, lambda part: _save_png(fig, part, dpi))
+        else:
+            _write_atomically(path, lambda part: fig.savefig(part, dpi=dpi, format=fmt))
     return fig
