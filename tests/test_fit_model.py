@@ -202,3 +202,16 @@ def test_copy_is_independent():
     c.tie_width("mg_8 769.38", "ne_8 770.42")
     assert m.tie_of("mg_8 769.38", "width") is None
     assert c.tie_of("mg_8 769.38", "width") is not None
+
+
+def test_set_bounds_moves_the_initial_value_inside_and_keeps_ties_consistent():
+    m = LineModel()
+    m.add_line("ne_8 770.42", amplitude=1.0, centroid=770.0, width=0.3,
+               bounds={"centroid": (769.6, 770.4)})  # fmt: skip
+    m.set_bounds("ne_8 770.42", "centroid", (770.1, 770.5))
+    info = m.line_info("ne_8 770.42")
+    assert info["bounds"]["centroid"] == (770.1, 770.5)
+    assert 770.1 < info["centroid"] < 770.1 + 1e-6
+    with pytest.raises(ValueError, match="lo < hi"):
+        m.set_bounds("ne_8 770.42", "centroid", (771.0, 770.0))
+    assert m.line_info("ne_8 770.42")["bounds"]["centroid"] == (770.1, 770.5)

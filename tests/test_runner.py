@@ -522,14 +522,14 @@ def test_resume_redoes_on_configuration_version_and_input_changes(tmp_path, monk
 
     assert [f.path for f in run(cfg).skipped] == [str(raster)]
     # a changed setting that changes the numbers: redone, and the summary says why
-    changed = _config(tmp_path, [str(raster)], derive={"doppler_reference": "median"})
+    changed = _config(tmp_path, [str(raster)], derive={"doppler_reference": "rest"})
     again = run(changed)
     assert [f.path for f in again.done] == [str(raster)]
     assert "derive.doppler_reference" in again.done[0].note
     stored = json.loads(open_results(out).attrs["configuration"])
-    assert stored["derive"]["doppler_reference"] == "median"
+    assert stored["derive"]["doppler_reference"] == "rest"
     # a setting that does not change the numbers (scheduler, chunks): still skipped
-    other = _config(tmp_path, [str(raster)], derive={"doppler_reference": "median"},
+    other = _config(tmp_path, [str(raster)], derive={"doppler_reference": "rest"},
                     chunks={"y": 8}, scheduler={"kind": "synchronous"})  # fmt: skip
     assert len(run(other).skipped) == 1
     # a new input (same name): redone

@@ -248,6 +248,11 @@ def fit_lines(
         join="exact",
         keep_attrs=False,
     )
+    # keep_attrs=False also drops the attrs of the pixel coordinates (units, the spatial
+    # WCS of hpln/hplt): put the input's coordinates back
+    packed = packed.assign_coords(
+        {k: v for k, v in data.coords.items() if k in packed.coords and k not in packed.indexes}
+    )
     options = {
         "dim": dim,
         "max_iter": int(max_iter),

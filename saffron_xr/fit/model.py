@@ -401,6 +401,39 @@ class LineModel:
             ln.initial[param] = old
             raise
 
+    def set_bounds(self, line: str, param: str, bounds) -> None:
+        """Replace the bounds of one line parameter; a scalar initial value outside the new
+        bounds is moved to the nearest bound's inside (1e-9 of the range in).
+
+        Parameters
+        ----------
+        line : str
+        param : {"amplitude", "centroid", "width"}
+        bounds : (float or None, float or None)
+            None for no bound.
+
+        Raises
+        ------
+        ValueError
+            Bounds that are not ``lo < hi`` (or a width bound <= 0), or that leave a tied
+            parameter without any allowed value.
+        """
+        ln = self._get(line, "set_bounds")
+        self._check_kind(param, "set_bounds")
+        lo, hi = self._check_bound(line, param, bounds)
+        old_bounds, old_initial = ln.bounds[param], ln.initial[param]
+        value = old_initial
+        if _is_scalar(value) and value is not None:
+            eps = 1e-9 * (hi - lo) if math.isfinite(hi - lo) else 0.0
+            value = min(max(float(value), lo + eps), hi - eps)
+        ln.bounds[param] = (lo, hi)
+        ln.initial[param] = value
+        try:
+            self._validate()
+        except ValueError:
+            ln.bounds[param], ln.initial[param] = old_bounds, old_initial
+            raise
+
     def copy(self) -> LineModel:
         """An independent copy (DataArray initial values are shared, not copied)."""
         new = copy.copy(self)

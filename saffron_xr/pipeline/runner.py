@@ -13,6 +13,7 @@ import glob
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -395,7 +396,10 @@ def output_path(cfg, path: Path, window: str = "all", level: str = "l3") -> Path
             **{"DATE-OBS": parsed.date.isoformat()},
         )
     folder = _resolve(cfg["_base_dir"], cfg["output"]["folder"])
-    return folder / output_name(cfg["output"]["template"], attrs, window=window, level=level)
+    out = folder / output_name(cfg["output"]["template"], attrs, window=window, level=level)
+    if cfg["output"].get("format") == "zarr" and out.suffix == ".nc":
+        out = out.with_suffix(".zarr")  # a Zarr store (a folder)
+    return out
 
 
 def _load_catalog(cfg):
@@ -614,6 +618,15 @@ def _apply_locks(cfg, name: str, model) -> list[dict]:
     for lock in cfg["locks"]:
         line, to, offset = lock["line"], lock["to"], lock.get("offset")
         if line in lines and to in lines:
+            if offset is None:
+                offset = (
+                    model.line_info(line)["rest_wavelength"]
+                    - model.line_info(to)["rest_wavelength"]
+                )
+            # the locked line follows its root: its own centroid bounds become the root's,
+            # shifted (windows guessed apart can disagree on them by their offsets)
+            lo, hi = model.line_info(to)["bounds"]["centroid"]
+            model.set_bounds(line, "centroid", (lo + offset, hi + offset))
             model.tie_centroid(line, to, offset)
             applied.append({"line": line, "to": to, "offset": model.tie_of(line, "centroid")[2]})
         elif line in lines or to in lines:
@@ -832,7 +845,9 @@ def _resume_state(cfg, path: Path) -> tuple[str, str]:
     if not out.exists():
         return "redo", ""
     try:
-        with xr.open_datatree(out) as existing:
+        from ..io.netcdf import open_results
+
+        with open_results(out) as existing:
             attrs = dict(existing.attrs)
             windows = list(existing.children)
     except Exception as exc:
@@ -910,9 +925,14 @@ def _process_file(cfg, path: Path, catalog, progress: bool) -> FileResult:
 
             ctx = ProgressBar(minimum=1.0)
         with ctx:
-            to_netcdf(results, out_path, config=cfg)
+            to_netcdf(results, out_path, config=cfg, format=cfg["output"].get("format"))
     else:  # worker processes may not share this file system: gather the results here
-        to_netcdf(_compute_tree(results, progress), out_path, config=cfg)
+        to_netcdf(
+            _compute_tree(results, progress),
+            out_path,
+            config=cfg,
+            format=cfg["output"].get("format"),
+        )
     n, conv, at_bound = _write_products(cfg, out_path, progress)
     return FileResult(
         str(path),
@@ -1143,4 +1163,7 @@ def _remove_partial_outputs(out: Path) -> None:
         return
     for part in out.parent.glob(f".{glob.escape(out.stem)}*.part"):
         log.info("removing the partial output %s", part)
-        part.unlink(missing_ok=True)
+        if part.is_dir():  # a Zarr store
+            shutil.rmtree(part, ignore_errors=True)
+        else:
+            part.unlink(missing_ok=True)
