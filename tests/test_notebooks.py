@@ -63,7 +63,13 @@ def test_notebooks_do_not_use_test_helpers(path):
     """Users have no test data folder or fixtures: the notebooks find data like users do."""
     nb = nbformat.read(path, as_version=4)
     source = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
-    for helper in ("shared_data_dir", "chianti_dir", "conftest", "from tests"):
+    for helper in (
+        "saffron_xr.testing",
+        "shared_data_dir",
+        "chianti_dir",
+        "conftest",
+        "from tests",
+    ):
         assert helper not in source, f"{path.name} uses the test helper {helper}"
 
 

@@ -450,7 +450,11 @@ def _unpack(packed, layout, compiled, model, data, loop_dims, options) -> xr.Dat
     if not segmented:
         bg_index = bg_index[0]
     bg_attrs = {
+        # one variable holds every degree: `units` is that of degree 0, the others follow
         "units": amp_units,
+        "units_by_degree": "; ".join(
+            f"{k}: {amp_units}" + (f" Angstrom-{k}" if k else "") for k in range(nbg)
+        ),
         "long_name": "background polynomial coefficients",
         "description": (
             "background(wavelength) = sum_k background[k] * (wavelength - "

@@ -83,7 +83,7 @@ def select_files(
     Examples
     --------
     >>> import tempfile
-    >>> from saffron_xr.testing import make_spice_l2
+    >>> from saffron_xr.synthetic import make_spice_l2
     >>> with tempfile.TemporaryDirectory() as root:
     ...     _ = make_spice_l2(f"{root}/2024/04/25", ny=4, nx=2, nwave=40)
     ...     found = select_files(root, kind="ras", start="2024-04-25", end="2024-04-25")

@@ -59,7 +59,7 @@ def run_demo(
     scheduler : str, optional
         Override the scheduler (default: threads on all cores).
     raster : dict, optional
-        Keyword arguments of :func:`saffron_xr.testing.make_spice_l2` that override
+        Keyword arguments of :func:`saffron_xr.synthetic.make_spice_l2` that override
         :data:`DEMO_RASTER` (e.g. ``{"ny": 64, "nx": 16}`` for a quick run). A raster
         generated earlier in ``folder`` with other settings is regenerated.
 
@@ -67,7 +67,7 @@ def run_demo(
     -------
     RunSummary
     """
-    from ..testing import make_spice_l2
+    from ..synthetic import make_spice_l2
 
     folder = Path(folder).resolve()
     inputs = folder / "inputs"
