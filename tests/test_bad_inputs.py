@@ -151,7 +151,8 @@ def test_mixed_files_of_one_observation(tmp_path):
 
 
 def _summary_line(text: str, name: str) -> str:
-    (line,) = [line for line in text.splitlines() if name in line]
+    # the file's own line (a failed window of a done file adds a line that names it too)
+    line = next(line for line in text.splitlines() if name in line)
     return line
 
 
@@ -206,6 +207,12 @@ def test_corpus_batch_reports_each_file_and_finishes_the_rest(sources, tmp_path)
             for node in tree.children.values():
                 assert float(np.isfinite(node.dataset["amplitude"]).mean()) > 0.5, name
             continue
+        if case.batch == "failed" and result.status == "done":
+            # a problem confined to one window's header fails that window alone (issue 14
+            # item 5): the file is written with the other window, the failure reported
+            assert result.failed_windows, (name, line)
+            assert re.search(case.reason, text), (name, text)
+            continue
         if case.batch == "failed":
             assert result.status == "failed", (name, line)
         elif case.batch == "window-failed":
@@ -214,9 +221,17 @@ def test_corpus_batch_reports_each_file_and_finishes_the_rest(sources, tmp_path)
                 tree = open_results(result.output)
                 assert tuple(sorted(tree.children)) == tuple(sorted(case.windows_done)), name
         else:  # "not-done": failed or skipped, with the reason
-            assert result.status in ("failed", "skipped"), (name, line)
+            # listed explicitly a header-only or L3 file fails; found in a folder it is ignored
+            assert result.status in ("failed", "skipped", "ignored"), (name, line)
             assert result.output is None or not Path(result.output).exists(), name
-        assert re.search(case.reason, line), (name, line)
+        if result.status == "ignored":  # the runner's folder-mode reason, not the reader's
+            assert re.search(r"header only|L3|level 3", line, flags=re.I), (name, line)
+        elif case.batch == "window-failed" and result.status == "done":
+            # the failed window is reported on its own line of the summary
+            assert re.search(case.reason, text), (name, text)
+            assert result.failed_windows, (name, line)
+        else:
+            assert re.search(case.reason, line), (name, line)
         if result.status == "failed":
             assert re.search(case.reason, result.error), (name, result.error)
             assert result.output is None or not Path(result.output).exists(), name
@@ -252,7 +267,14 @@ def test_corpus_batch_reports_each_file_and_finishes_the_rest(sources, tmp_path)
         if case.batch == "done":
             continue
         line = _summary_line(cli.stdout, built[name].name)
-        assert re.search(case.reason, line), (name, line)
+        if "ignored" in line:  # folder mode: the runner's reason (header only, L3)
+            assert re.search(r"header only|L3|level 3", line, flags=re.I), (name, line)
+        elif line.lstrip().startswith("skipped"):  # written before, a window failed alone
+            assert by_name[built[name].name].failed_windows, (name, line)
+        elif line.lstrip().startswith("done"):  # a window failed alone
+            assert re.search(case.reason, cli.stdout), (name, cli.stdout)
+        else:
+            assert re.search(case.reason, line), (name, line)
     if prefix is not None:
         line = _summary_line(cli.stdout, locked.name)
         assert "FAILED" in line and "permission denied" in line, line
@@ -274,11 +296,6 @@ def test_corpus_batch_reports_each_file_and_finishes_the_rest(sources, tmp_path)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="h3 (issue 14 item 5): the runner fails the whole file when one window's model "
-    "cannot be guessed; it must fit the other windows, write them, and report the window",
-)
 def test_an_all_nan_window_fails_alone(sources, tmp_path):
     case = next(c for c in corpus.CASES if c.name == "all-nan-window")
     path = corpus.build(case, sources, tmp_path, 0)
