@@ -28,16 +28,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import xarray as xr
+from bench_real_raster import machine  # the script's folder is on sys.path
 
 from saffron_xr import FitStatus, LineModel, fit_lines
 
@@ -313,19 +312,6 @@ def startup():
     print(f"\nstart-up (import + fit 16 spectra in a fresh process): cold {times[0]:.1f} s "
           f"(compiles into an empty cache), warm {times[1]:.1f} s and {times[2]:.1f} s "
           "(kernels loaded from the cache)")  # fmt: skip
-
-
-def machine():
-    model = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    return f"{model}, {os.cpu_count()} CPUs, load average {load}"
 
 
 def main():

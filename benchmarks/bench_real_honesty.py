@@ -23,11 +23,11 @@ Run: ``python benchmarks/bench_real_honesty.py``
 from __future__ import annotations
 
 import os
-import platform
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
+from bench_real_raster import machine  # the script's folder is on sys.path
 
 import saffron_xr
 from saffron_xr import FitStatus
@@ -38,15 +38,6 @@ FWHM = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
 def data_dir() -> Path:
     return Path(os.environ.get("SAFFRON_TEST_DATA", Path(__file__).parents[2] / "shared" / "data"))
-
-
-def machine() -> str:
-    model = platform.processor() or "?"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    return f"{model}, {os.cpu_count()} CPUs"
 
 
 def ne8():
