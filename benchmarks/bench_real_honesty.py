@@ -65,6 +65,16 @@ def lyg_c3():
     return "Ly-gamma / C III raster (2024, LW)", rad, terms, "LW"
 
 
+def lyg_c3_own_uncertainty():
+    """The raster with its own uncertainty array, not calibrated: the file has no sample
+    <= 0, so its faint-sample statistics (and the calibrated floor) are biased."""
+    label, rad, terms, det = lyg_c3()
+    fr, sr = terms.attrs["noise_floor_ratio"], terms.attrs["noise_signal_ratio"]
+    raw = xr.Dataset({"photon": terms["photon"] / sr**2, "floor": terms["floor"] / fr**2})
+    raw.attrs = {"noise_floor_ratio": 1.0, "noise_signal_ratio": 1.0}
+    return label + ", its own uncertainty (not calibrated)", rad, raw, det
+
+
 def report(label, rad, terms, detector):
     print(f"\n=== {label}: {dict(rad.sizes)}")
     print(f"noise calibration: floor ratio {terms.attrs['noise_floor_ratio']:.3f}, signal "
@@ -104,7 +114,7 @@ def report(label, rad, terms, detector):
 
 def main():
     print("machine:", machine())
-    for make in (ne8, lyg_c3):
+    for make in (ne8, lyg_c3, lyg_c3_own_uncertainty):
         report(*make())
 
 
