@@ -6,13 +6,7 @@ DataTree (and ``.fip`` on Dataset). It has no other side effect.
 Each section below belongs to one sub-package; add new public names in their section.
 """
 
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as _version
-
-try:
-    __version__ = _version("saffron_xr")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
-    __version__ = "0.0.0+unknown"
+from ._meta import __version__
 
 import logging as _logging
 

@@ -18,6 +18,7 @@ import dask
 import numpy as np
 import xarray as xr
 
+from .._units import is_angstrom
 from .catalog import CatalogError, LineCatalog
 
 __all__ = ["guess_model", "guess_models", "GuessReport", "LineGuess", "mean_spectrum"]
@@ -609,8 +610,8 @@ def guess_model(
         )
     if "wavelength" not in radiance.coords:
         raise ValueError(f"guess_model: {window!r} has no 'wavelength' coordinate (Angstrom)")
-    wunit = str(radiance["wavelength"].attrs.get("units", "Angstrom")).strip().lower()
-    if wunit not in ("angstrom", "angstroms", "a", "\u00e5"):
+    wunit = str(radiance["wavelength"].attrs.get("units", "Angstrom")).strip()
+    if not is_angstrom(wunit):
         raise ValueError(
             f"guess_model: the wavelength coordinate of {window!r} is in {wunit!r}; "
             "convert it to Angstrom"

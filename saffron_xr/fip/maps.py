@@ -118,7 +118,7 @@ def _fip_map(params, low, high, density, coefficients: xr.Dataset, method: str) 
             }
         ),
     )
-    from .. import __version__
+    from .._meta import __version__
 
     attrs["saffron_xr_version"] = __version__
     out = xr.Dataset(

@@ -12,6 +12,7 @@ import math
 import numpy as np
 import xarray as xr
 
+from .._units import is_angstrom
 from .model import PARAM_KINDS, LineModel
 from .status import FitStatus
 
@@ -22,7 +23,6 @@ PROVENANCE_ATTRS = ("SPIOBSID", "RASTERNO", "STUDY", "DATE-OBS", "filename", "EX
 
 _PARAM_DIM = "_param"
 _PACKED_DIM = "_packed"
-_ANGSTROM = {"angstrom", "angstroms", "a", "å", "0.1 nm", "1e-10 m"}
 _THRESHOLD_KINDS = PARAM_KINDS
 
 
@@ -338,7 +338,7 @@ def _wavelength(data, dim) -> np.ndarray:
     if coord.dims != (dim,):
         raise ValueError(f"fit_lines: the {dim!r} coordinate must be 1-D along {dim!r}")
     units = str(coord.attrs.get("units", "Angstrom")).strip()
-    if units.lower() not in _ANGSTROM:
+    if not is_angstrom(units):
         raise ValueError(
             f"fit_lines: the {dim!r} coordinate is in {units!r}; convert it to Angstrom "
             "(the fitter's unit for centroids and widths)"
@@ -523,7 +523,7 @@ def _unpack(packed, layout, compiled, model, data, loop_dims, options) -> xr.Dat
     ds = ds.assign_coords(coords)
     ds["line"] = ds["line"].astype(str)
     ds["ion"] = ds["ion"].astype(str)
-    from .. import __version__
+    from .._meta import __version__
 
     attrs = {k: data.attrs[k] for k in PROVENANCE_ATTRS if k in data.attrs}
     attrs["line_model"] = model.to_json()

@@ -54,13 +54,9 @@ import numpy as np
 import xarray as xr
 from astropy.io import fits
 
-from .netcdf import (
-    _check_destination,
-    _write_atomically,
-    as_results_tree,
-    dumps_tagged,
-    loads_tagged,
-)
+from .._units import angstrom_factor
+from ._atomic import check_destination, write_atomically
+from .netcdf import as_results_tree, dumps_tagged, loads_tagged
 from .reader import window_node_name
 
 __all__ = ["to_l3_fits", "open_l3_fits"]
@@ -554,7 +550,7 @@ def _hdu_array(values: np.ndarray, name: str) -> np.ndarray:
 
 
 def _window_hdus(ds: xr.Dataset, node_name: str, primary: bool, data, out_name: str):
-    from .. import __version__
+    from .._meta import __version__
 
     if "amplitude" in ds.variables:
         extra = set(ds["amplitude"].dims) - {"line", *_SPATIAL}
@@ -823,7 +819,7 @@ def to_l3_fits(results, path, *, data=None, overwrite: bool = True) -> Path:
     pathlib.Path
         The written file.
     """
-    path = _check_destination(path, overwrite)
+    path = check_destination(path, overwrite)
     tree = as_results_tree(results)
     windows = [n for n in tree.subtree if "amplitude" in n.dataset.variables]
     if not windows:
@@ -848,7 +844,7 @@ def to_l3_fits(results, path, *, data=None, overwrite: bool = True) -> Path:
         raise ValueError(f"to_l3_fits: two windows give the same extension names {dupes}")
     for hdu in hdus:
         _shorten_comments(hdu.header)
-    return _write_atomically(
+    return write_atomically(
         path,
         lambda part: fits.HDUList(hdus).writeto(part, output_verify="exception", checksum=True),
     )
@@ -905,10 +901,8 @@ def _letters_of(header, n: int) -> list[str]:
 
 
 def _to_angstrom(values, unit: str) -> np.ndarray:
-    try:
-        return values * float(u.Unit(unit or "nm").to(u.AA))
-    except (ValueError, u.UnitConversionError):
-        return values
+    factor = angstrom_factor(unit, default="nm")
+    return values if factor is None else values * factor
 
 
 def _our_unit(unit: str) -> str:

@@ -27,17 +27,16 @@ stored as JSON strings and listed in the variable's / group's ``saffron_json_att
 from __future__ import annotations
 
 import datetime as _dt
-import errno
 import json
 import os
 import string
-import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
+from ._atomic import check_destination, write_atomically, write_store_atomically
 from .reader import window_node_name
 
 __all__ = [
@@ -64,7 +63,6 @@ FORMATS = ("netcdf", "zarr")
 _ZARR_FORMAT = 2
 
 _JSON_ATTRS_KEY = "saffron_json_attrs"
-_PART_SUFFIX = ".part"
 
 
 # ----------------------------------------------------------------------------- names
@@ -341,7 +339,7 @@ def _collect_provenance(tree: xr.DataTree) -> dict:
 
 
 def _provenance_attrs(tree: xr.DataTree, config, provenance) -> dict:
-    from .. import __version__
+    from .._meta import __version__
 
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     found = _collect_provenance(tree)
@@ -408,76 +406,11 @@ def _prepare(
     return xr.DataTree.from_dict(nodes), encoding
 
 
-def _part_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{_PART_SUFFIX}")
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _check_destination(path, overwrite: bool) -> Path:
-    """The output path, after checking its folder exists and ``overwrite`` allows it."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"{path}: the output folder {path.parent} does not exist")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path}: exists and overwrite=False")
-    return path
-
-
 def _zarr_compressors(level: int):
     """Blosc/zstd with byte shuffle at ``level`` (numcodecs, for Zarr format 2 arrays)."""
     from numcodecs import Blosc
 
     return (Blosc(cname="zstd", clevel=int(level), shuffle=Blosc.SHUFFLE),)
-
-
-def _fsync_tree(path: Path) -> None:
-    """fsync every file and folder of a Zarr store (children before parents)."""
-    for root, _dirs, names in os.walk(path, topdown=False):
-        for name in names:
-            _fsync(Path(root) / name)
-        _fsync(Path(root))
-
-
-def _write_store_atomically(path: Path, write: Callable[[Path], object]) -> Path:
-    """Like :func:`_write_atomically` for a store that is a folder (Zarr).
-
-    A folder cannot be renamed over a non-empty one: an existing store is first renamed to a
-    hidden ``.old`` name, the new one renamed into place, then the old one removed.
-    """
-    import shutil
-
-    part = _part_path(path)
-    try:
-        write(part)
-        _fsync_tree(part)
-        if path.exists():
-            old = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old")
-            os.replace(path, old)
-            try:
-                os.replace(part, path)
-            except BaseException:
-                os.replace(old, path)
-                raise
-            if old.is_dir():
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                old.unlink()
-        else:
-            os.replace(part, path)
-    except BaseException:
-        if part.is_dir():
-            shutil.rmtree(part, ignore_errors=True)
-        else:
-            part.unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _resolve_format(format, path: Path) -> str:
@@ -486,68 +419,6 @@ def _resolve_format(format, path: Path) -> str:
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS} or None, got {format!r}")
     return format
-
-
-def _write_atomically(path: Path, write: Callable[[Path], object]) -> Path:
-    """Call ``write(part)`` on a hidden temporary file next to ``path``, then rename it.
-
-    The temporary file is synced before the rename and removed on any error (including
-    KeyboardInterrupt), so no partial file ever stands under the final name.
-    """
-    part = _part_path(path)
-    try:
-        write(part)
-        _fsync(part)
-        os.replace(part, path)
-    except BaseException as exc:
-        reason = _write_error(path, part, exc) if isinstance(exc, Exception) else None
-        part.unlink(missing_ok=True)
-        if reason is not None:
-            raise reason from exc
-        raise
-    return path
-
-
-def _write_error(path: Path, part: Path, exc: Exception) -> OSError | None:
-    """An OSError naming ``path`` and the file system's reason for a failed write, or None.
-
-    Writers report a full disk vaguely (netCDF: "NetCDF: HDF error"; astropy: an OSError
-    without the file name). If the file system now refuses to grow the temporary file (disk
-    full, quota, file size limit), that is the reason given.
-    """
-    if isinstance(exc, OSError) and exc.errno is not None:
-        return OSError(exc.errno, f"{path}: cannot be written: {exc.strerror or exc}")
-    refused = _refused_growth(part)
-    if refused is None:
-        return None
-    return OSError(
-        refused.errno,
-        f"{path}: cannot be written: {refused.strerror} "
-        f"(the writer said {type(exc).__name__}: {exc})",
-    )
-
-
-def _refused_growth(part: Path) -> OSError | None:
-    """The file system's error if it refuses to add 64 KiB to ``part`` now, else None."""
-    try:
-        fd = os.open(part, os.O_WRONLY)
-    except OSError as err:
-        return None if err.errno == errno.ENOENT else err
-    try:
-        offset = os.fstat(fd).st_size
-        block = b"\0" * 65536
-        while block:
-            count = os.pwrite(fd, block, offset)
-            if count == 0:
-                break
-            offset += count
-            block = block[count:]
-        os.fsync(fd)
-    except OSError as err:
-        return err
-    finally:
-        os.close(fd)
-    return None
 
 
 def to_netcdf(
@@ -601,7 +472,7 @@ def to_netcdf(
     ``noise_constants`` (JSON: every attribute whose name contains "noise"),
     ``date_obs_start`` / ``date_obs_end`` and ``provenance``.
     """
-    path = _check_destination(path, overwrite)
+    path = check_destination(path, overwrite)
     fmt = _resolve_format(format, path)
     if not 1 <= int(compression_level) <= 9:
         raise ValueError(f"compression_level must be 1-9, got {compression_level}")
@@ -621,13 +492,13 @@ def to_netcdf(
             raise ImportError(
                 "format='zarr' needs the zarr package: pip install 'saffron_xr[zarr]'"
             ) from exc
-        return _write_store_atomically(
+        return write_store_atomically(
             path,
             lambda part: prepared.to_zarr(
                 part, mode="w", encoding=encoding, consolidated=True, zarr_format=_ZARR_FORMAT
             ),
         )
-    return _write_atomically(
+    return write_atomically(
         path,
         lambda part: _without_chunk_cache(
             lambda: prepared.to_netcdf(

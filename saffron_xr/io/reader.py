@@ -25,6 +25,7 @@ from astropy.io import fits
 from astropy.io.fits.verify import VerifyError
 from astropy.wcs import WCS, FITSFixedWarning
 
+from .._units import angstrom_factor
 from ..errors import SpiceFileError
 
 __all__ = ["open_spice", "window_node_name", "spatial_wcs_text", "PIPELINE_KEYWORDS"]
@@ -86,7 +87,6 @@ PIPELINE_KEYWORDS = (
 )
 
 _WCS_REQUIRED = ("CTYPE{i}", "CUNIT{i}", "CRVAL{i}", "CDELT{i}", "CRPIX{i}")
-_WAVE_TO_ANGSTROM = {"nm": 10.0, "angstrom": 1.0, "a": 1.0, "m": 1e10, "um": 1e4, "pm": 1e-2}
 _DEFAULT_CHUNK_BYTES = 8 * 2**20
 
 
@@ -383,7 +383,7 @@ def _check_wcs(path, hdr, extname):
                 f"window {extname!r} has CUNIT{i}={unit!r}; expected an angle unit (arcsec)",
             )
     unit = _card_value(hdr, "CUNIT3")
-    if not isinstance(unit, str) or unit.strip().lower() not in _WAVE_TO_ANGSTROM:
+    if not isinstance(unit, str) or angstrom_factor(unit) is None:
         raise _err(path, f"window {extname!r} has an unknown wavelength unit CUNIT3={unit!r}")
     if "CUNIT4" in hdr and str(_card_value(hdr, "CUNIT4")).strip() not in ("s", ""):
         raise _err(
@@ -495,10 +495,11 @@ def _check_wave_range(path, hdr, extname, wavelength) -> None:
 
 
 def _wave_scale(path, hdr, extname) -> float:
-    unit = str(hdr.get("CUNIT3", "nm")).strip().lower()
-    if unit not in _WAVE_TO_ANGSTROM:
+    unit = str(hdr.get("CUNIT3", "nm")).strip()
+    factor = angstrom_factor(unit, default="nm")
+    if factor is None:
         raise _err(path, f"window {extname!r} has an unknown wavelength unit CUNIT3={unit!r}")
-    return _WAVE_TO_ANGSTROM[unit]
+    return factor
 
 
 _WCS_KEY = re.compile(

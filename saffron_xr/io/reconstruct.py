@@ -97,7 +97,7 @@ def reconstruct(results, data=None, *, window=None, wavelength=None, error=None)
         also ``residual`` (data - model) and, with errors, ``normalized_residual``
         (residual / error). Lazy: nothing is computed.
     """
-    from .. import model_spectrum
+    from ..fit.core import model_spectrum
 
     params = _results_dataset(results, window)
     radiance, data_error = _data_array(data, window, params)

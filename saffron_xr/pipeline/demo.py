@@ -128,7 +128,8 @@ def fip_figure(results_path, png_path, *, dpi: int = 80):
     from matplotlib.figure import Figure
 
     from .. import fip
-    from ..io.netcdf import _write_atomically, open_results
+    from ..io._atomic import write_atomically
+    from ..io.netcdf import open_results
     from ..plot import line_label
 
     wanted = FIP_LINES["low"] + FIP_LINES["high"]
@@ -186,5 +187,5 @@ def fip_figure(results_path, png_path, *, dpi: int = 80):
         ax.tick_params(labelsize="x-small")
     axes[0].set_ylabel(f"slit pixel / {BIN}", fontsize="small")
     png_path = Path(png_path)
-    _write_atomically(png_path, lambda part: fig.savefig(part, dpi=dpi, format="png"))
+    write_atomically(png_path, lambda part: fig.savefig(part, dpi=dpi, format="png"))
     return fig

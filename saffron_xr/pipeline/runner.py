@@ -790,7 +790,7 @@ def _fingerprint(cfg) -> dict:
     selection or output options), the content of model/catalog files they name, and the
     package version.
     """
-    from .. import __version__
+    from .._meta import __version__
 
     fp = {key: cfg[key] for key in _RESULT_SECTIONS}
     files = {}

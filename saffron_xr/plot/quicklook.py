@@ -752,7 +752,7 @@ def quicklook(
             "('radiance'), not a mixture"
         )
     if path is not None:
-        from ..io.netcdf import _write_atomically
+        from ..io._atomic import write_atomically
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -764,7 +764,7 @@ def quicklook(
             dpi = min(float(dpi), math.sqrt(MAX_PIXELS / (width * height)))
         # atomically: an interrupted write leaves no truncated image under the final name
         if fmt == "png":
-            _write_atomically(path, lambda part: _save_png(fig, part, dpi))
+            write_atomically(path, lambda part: _save_png(fig, part, dpi))
         else:
-            _write_atomically(path, lambda part: fig.savefig(part, dpi=dpi, format=fmt))
+            write_atomically(path, lambda part: fig.savefig(part, dpi=dpi, format=fmt))
     return fig

@@ -393,7 +393,7 @@ def serve(
     show : bool, default True
         Open the page in a web browser.
     """
-    from .. import open_spice
+    from ..io.reader import open_spice
     from ..io.netcdf import open_results
 
     _, pn = _imports()
