@@ -216,6 +216,7 @@ def guess_model(
     fit = fit_mean_spectrum(cands, samples, estimate.offset, spans, options, step, spectrum.name)
     _complete_report(report, fit, estimate, samples, options)
     model = stages.build_model(fit, options, catalog, spectrum, radiance.attrs)
+    logger.debug("guess_model: %s", report)
     return (model, report) if return_report else model
 
 
