@@ -104,56 +104,15 @@ def guess_model(
     error : xarray.DataArray, optional
         1-sigma errors of ``radiance`` (same units).
     options : GuessOptions, optional
-        The settings below as one object (default ``GuessOptions()``); keyword settings
-        override its fields.
+        The settings as one object (default ``GuessOptions()``).
     return_report : bool, default False
         Also return the :class:`GuessReport` of every choice made.
     **settings
-        Any field of :class:`GuessOptions` (documented there and below); an unknown name
+        Any field of :class:`GuessOptions`, overriding ``options``: ``max_offset``,
+        ``width``, ``min_snr``, ``min_separation``, ``merge_blends``, ``refine_range``,
+        ``centroid_range``, ``width_bounds``, ``amplitude_bounds``, ``background_degree``,
+        ``min_valid_fraction`` (each documented there, with its default). An unknown name
         raises `TypeError`.
-    max_offset : float, default 0.6
-        Largest wavelength offset searched, Angstrom.
-    width : float, default 0.4
-        Typical SPICE line sigma (Angstrom, instrumental broadening included): the template
-        width and the scale of the width bounds of the mean-spectrum fit.
-    min_snr : float, default 5.0
-        Mean-spectrum S/N below which a line is dropped (0 keeps every line that fits).
-    min_separation : float, optional
-        Lines closer than this (Angstrom) are fitted as one. Default: ``width``.
-    merge_blends : bool, default True
-        Merge the members of the catalog's blend groups into their brightest line.
-    refine_range : float, default 0.15
-        How far (Angstrom) a centroid may move from ``rest + offset`` in the second
-        mean-spectrum fit (lines of different ions have different Doppler shifts).
-    centroid_range : float, default 0.4
-        Model bound: centroid guess +- this (Angstrom; ~155 km/s at 770 Angstrom).
-    width_bounds : (float, float), optional
-        Model width bounds as factors of each line's guessed width (and of ``width`` in the
-        mean-spectrum fit), e.g. ``(0.5, 3.0)``. Default (None): *physical* bounds. The
-        lower bound is `MIN_WIDTH_FACTOR` (0.8) times the narrowest width a line can have,
-        the quadrature sum of the SPICE instrumental width (detector and slit from the
-        ``DETECTOR``/``SLIT_WID`` attributes or the wavelength; values and source in
-        ``saffron_xr.derive.INSTRUMENTAL_FWHM``) and the ion's thermal width at its
-        catalog formation temperature. The factor allows for the variation of the
-        instrumental width along the slit and in time that a single published value does
-        not describe: the narrowest significant C III 977 lines of a real 2024 raster have
-        FWHM 0.78 Angstrom at their 5th percentile, 0.86 times the LW value. The upper
-        bound is the larger of 3 times the guessed width and 3 times that narrowest width
-        (FWHM ~2.7 Angstrom, beyond any SPICE line but a blend). Without these bounds,
-        faint pixels fit noise with unphysically narrow lines whose amplitude x width is
-        biased high.
-    amplitude_bounds : (float or None, float or None), default (None, None)
-        Model amplitude bounds (data units); None for no bound. Unbounded by default: in
-        pixels where a line is faint its amplitude may come out negative, consistent with
-        zero within its error, instead of sticking to a zero bound (where its width and
-        centroid are undefined and the fit fails as singular); averages and ratios of
-        amplitudes are then unbiased. Pass ``(0.0, None)`` for non-negative amplitudes.
-    background_degree : int, default 1
-        Degree of the background polynomial (per segment); the batch runner's default too.
-    min_valid_fraction : float, default 0.8
-        Fraction of the spectra (of those with any data) a wavelength sample must be valid
-        in to be usable. Near NaN-padded edges that drift along the slit, the mean of the
-        remaining spectra is biased towards their rows; a high fraction keeps it out.
 
     Returns
     -------

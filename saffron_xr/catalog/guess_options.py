@@ -42,17 +42,32 @@ class GuessOptions:
         Model bound: centroid guess +- this (Angstrom; ~155 km/s at 770 Angstrom).
     width_bounds : (float, float), optional
         Model width bounds as factors of each line's guessed width (and of ``width`` in the
-        mean-spectrum fit), e.g. ``(0.5, 3.0)``; they must satisfy ``0 < lo < 1 < hi``.
-        Default (None): *physical* bounds, see :func:`~saffron_xr.guess_model` (the
-        mean-spectrum fit then uses ``(0.5, 3.0)`` times ``width``).
+        mean-spectrum fit), e.g. ``(0.5, 3.0)``; ``0 < lo < 1 < hi``. Default (None):
+        *physical* bounds (and ``(0.5, 3.0)`` in the mean-spectrum fit). The
+        lower bound is ``guess_stages.MIN_WIDTH_FACTOR`` (0.8) times the narrowest width a line can have,
+        the quadrature sum of the SPICE instrumental width (detector and slit from the
+        ``DETECTOR``/``SLIT_WID`` attributes or the wavelength; values and source in
+        ``saffron_xr.derive.INSTRUMENTAL_FWHM``) and the ion's thermal width at its
+        catalog formation temperature. The factor allows for the variation of the
+        instrumental width along the slit and in time that a single published value does
+        not describe: the narrowest significant C III 977 lines of a real 2024 raster have
+        FWHM 0.78 Angstrom at their 5th percentile, 0.86 times the LW value. The upper
+        bound is the larger of 3 times the guessed width and 3 times that narrowest width
+        (FWHM ~2.7 Angstrom, beyond any SPICE line but a blend). Without these bounds,
+        faint pixels fit noise with unphysically narrow lines whose amplitude x width is
+        biased high.
     amplitude_bounds : (float or None, float or None), default (None, None)
-        Model amplitude bounds (data units); None for no bound. Pass ``(0.0, None)`` for
-        non-negative amplitudes.
+        Model amplitude bounds (data units); None for no bound. Unbounded by default: in
+        pixels where a line is faint its amplitude may come out negative, consistent with
+        zero within its error, instead of sticking to a zero bound (where its width and
+        centroid are undefined and the fit fails as singular); averages and ratios of
+        amplitudes are then unbiased. Pass ``(0.0, None)`` for non-negative amplitudes.
     background_degree : int, default 1
         Degree of the background polynomial (per segment); the batch runner's default too.
     min_valid_fraction : float, default 0.8
         Fraction of the spectra (of those with any data) a wavelength sample must be valid
-        in to be usable.
+        in to be usable. Near NaN-padded edges that drift along the slit, the mean of the
+        remaining spectra is biased towards their rows; a high fraction keeps it out.
 
     Raises
     ------
