@@ -68,7 +68,7 @@ _lazy(
 )
 
 # --- catalog ---
-_lazy(".catalog", "CatalogError", "LineCatalog", "fuse_windows", "guess_model")
+_lazy(".catalog", "CatalogError", "GuessOptions", "LineCatalog", "fuse_windows", "guess_model")
 
 # --- fip ---
 _LAZY["fip"] = (".fip", None)
@@ -126,6 +126,7 @@ __all__ = [
     "FitStatus",
     # catalog
     "CatalogError",
+    "GuessOptions",
     "LineCatalog",
     "fuse_windows",
     "guess_model",

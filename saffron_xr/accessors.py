@@ -114,28 +114,13 @@ class SaffronDataArrayAccessor:
 
     # --- catalog ---
     def guess_model(
-        self,
-        catalog=None,
-        *,
-        error=None,
-        max_offset=0.6,
-        width=0.4,
-        min_snr=5.0,
-        min_separation=None,
-        merge_blends=True,
-        refine_range=0.15,
-        centroid_range=0.4,
-        width_bounds=None,
-        amplitude_bounds=(None, None),
-        background_degree=1,
-        min_valid_fraction=0.8,
-        return_report=False,
+        self, catalog=None, *, error=None, options=None, return_report=False, **settings
     ):
         """Initial LineModel for this window; see :func:`saffron_xr.guess_model` (reads the
-        mean spectrum)."""
+        mean spectrum). ``settings``: fields of :class:`saffron_xr.GuessOptions`."""
         from .catalog import guess_model
 
-        return guess_model(self._obj, catalog, error=error, max_offset=max_offset, width=width, min_snr=min_snr, min_separation=min_separation, merge_blends=merge_blends, refine_range=refine_range, centroid_range=centroid_range, width_bounds=width_bounds, amplitude_bounds=amplitude_bounds, background_degree=background_degree, min_valid_fraction=min_valid_fraction, return_report=return_report)  # fmt: skip
+        return guess_model(self._obj, catalog, error=error, options=options, return_report=return_report, **settings)  # fmt: skip
 
     # --- plot ---
     def quicklook(self, path=None, *, velocity_reference=None, percentile=99.0, dpi=100):
@@ -271,31 +256,13 @@ class SaffronDataTreeAccessor:
         self._obj = obj
 
     # --- catalog ---
-    def guess_models(
-        self,
-        catalog=None,
-        *,
-        windows=None,
-        variable="radiance",
-        error="error",
-        errors="skip",
-        max_offset=0.6,
-        width=0.4,
-        min_snr=5.0,
-        min_separation=None,
-        merge_blends=True,
-        refine_range=0.15,
-        centroid_range=0.4,
-        width_bounds=None,
-        amplitude_bounds=(None, None),
-        background_degree=1,
-        min_valid_fraction=0.8,
-    ):
+    def guess_models(self, catalog=None, *, windows=None, variable="radiance", error="error", errors="skip", options=None, **settings):  # fmt: skip
         """Initial LineModel of every window; see :func:`saffron_xr.catalog.guess_models`
-        (reads one mean spectrum per window)."""
+        (reads one mean spectrum per window). ``settings``: fields of
+        :class:`saffron_xr.GuessOptions`."""
         from .catalog import guess_models
 
-        return guess_models(self._obj, catalog, windows=windows, variable=variable, error=error, errors=errors, max_offset=max_offset, width=width, min_snr=min_snr, min_separation=min_separation, merge_blends=merge_blends, refine_range=refine_range, centroid_range=centroid_range, width_bounds=width_bounds, amplitude_bounds=amplitude_bounds, background_degree=background_degree, min_valid_fraction=min_valid_fraction)  # fmt: skip
+        return guess_models(self._obj, catalog, windows=windows, variable=variable, error=error, errors=errors, options=options, **settings)  # fmt: skip
 
     # --- io ---
     def to_netcdf(

@@ -7,7 +7,14 @@ import pytest
 import xarray as xr
 
 import saffron_xr
-from saffron_xr.catalog import GuessReport, LineCatalog, fuse_windows, guess_model, guess_models
+from saffron_xr.catalog import (
+    GuessOptions,
+    GuessReport,
+    LineCatalog,
+    fuse_windows,
+    guess_model,
+    guess_models,
+)
 from saffron_xr.catalog.guess import mean_spectrum
 from saffron_xr.fit.model import LineModel
 from saffron_xr.testing import (
@@ -350,3 +357,90 @@ def test_guess_model_on_fused_windows(tmp_path):
     )
     # 3 per line, a linear background (the default degree 1) per segment, minus the 2 ties
     assert model.n_free == 3 * len(model.lines) + 2 * 2 - 2
+
+
+# ----------------------------------------------------------------------------- options
+def _documented_defaults(doc: str) -> dict:
+    """``{name: default}`` from numpydoc lines ``name : type, default X`` / ``, optional``."""
+    import ast
+    import re
+
+    out = {}
+    for m in re.finditer(r"^    (\w+) : [^\n]*?, (default (.+)|optional)$", doc, re.M):
+        out[m.group(1)] = ast.literal_eval(m.group(3)) if m.group(3) else None
+    return out
+
+
+def test_options_defaults_are_the_documented_ones():
+    import dataclasses
+
+    fields = {f.name: f.default for f in dataclasses.fields(GuessOptions)}
+    assert len(fields) == 11
+    # the options' docstring documents every setting with its default; guess_model names them
+    assert _documented_defaults(GuessOptions.__doc__) == fields
+    assert all(f"``{name}``" in guess_model.__doc__ for name in fields)
+    assert GuessOptions() == GuessOptions(**fields)
+    # what the report records: min_separation resolved to width, lists for JSON
+    settings = GuessOptions().as_settings()
+    assert settings["min_separation"] == fields["width"] == 0.4
+    assert settings["amplitude_bounds"] == [None, None] and settings["width_bounds"] is None
+
+
+def test_options_override_and_validation():
+    opts = GuessOptions(min_snr=3.0, width_bounds=(0.5, 2.0))
+    assert opts.with_settings({}) is opts
+    new = opts.with_settings({"min_snr": 7.0, "background_degree": 0})
+    assert (new.min_snr, new.background_degree, new.width_bounds) == (7.0, 0, (0.5, 2.0))
+    assert opts.min_snr == 3.0  # frozen: the original is unchanged
+    with pytest.raises(TypeError, match=r"'min_snrr'.*settings are max_offset"):
+        opts.with_settings({"min_snrr": 1.0})
+    for bad in ({"width_bounds": (1.2, 2.0)}, {"width_bounds": (0.5, 0.9)}):
+        with pytest.raises(ValueError, match="width_bounds must satisfy"):
+            GuessOptions(**bad)
+    for key in ("max_offset", "width", "refine_range", "centroid_range"):
+        with pytest.raises(ValueError, match=f"{key} must be finite and > 0"):
+            GuessOptions(**{key: 0.0})
+
+
+def test_options_and_keywords_give_the_same_guess():
+    # Mg VIII 772 is weak: min_snr decides whether it is in the model
+    ds = make_spectra(40, lines=(("ne_8", 770.428, 2.0), ("mg_8", 772.262, 0.01)), seed=4)
+    rad, err = ds.radiance, ds.error
+    by_keyword, rep_k = guess_model(rad, error=err, min_snr=0.0, return_report=True)
+    by_options, rep_o = guess_model(
+        rad, error=err, options=GuessOptions(min_snr=0.0), return_report=True
+    )
+    assert by_keyword == by_options and "mg_8 772.26" in by_options.lines
+    assert rep_k.settings == rep_o.settings == GuessOptions(min_snr=0.0).as_settings()
+    # a keyword overrides the options' field
+    overridden = guess_model(rad, error=err, options=GuessOptions(min_snr=0.0), min_snr=5.0)
+    assert overridden == guess_model(rad, error=err) and overridden.lines == ["ne_8 770.42"]
+    # the accessor is the function
+    assert rad.saffron.guess_model(error=err, options=GuessOptions(min_snr=0.0)) == by_options
+
+
+def test_unknown_setting_is_named():
+    ds = make_spectra(10, seed=0)
+    tree = xr.DataTree.from_dict({"w": ds})
+    calls = [
+        lambda: guess_model(ds.radiance, min_snrr=3.0),
+        lambda: ds.radiance.saffron.guess_model(min_snrr=3.0),
+        lambda: guess_models(tree, min_snrr=3.0),
+        lambda: tree.saffron.guess_models(min_snrr=3.0),
+    ]
+    for call in calls:
+        with pytest.raises(TypeError, match="unknown setting.*'min_snrr'"):
+            call()
+    with pytest.raises(TypeError, match="options must be a GuessOptions"):
+        guess_model(ds.radiance, options={"min_snr": 3.0})
+
+
+def test_guess_models_options(composition):
+    tree, _ = composition
+    first = sorted(tree.children)[0]
+    opts = GuessOptions(background_degree=0, centroid_range=0.3)
+    models = guess_models(tree, windows=[first], options=opts)
+    assert models == tree.saffron.guess_models(windows=[first], options=opts)
+    assert models == guess_models(tree, windows=[first], background_degree=0, centroid_range=0.3)
+    expected = guess_model(tree[first].radiance, error=tree[first].ds.get("error"), options=opts)
+    assert models[first] == expected and expected.background_degree == 0

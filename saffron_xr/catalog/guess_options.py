@@ -1,0 +1,177 @@
+"""GuessOptions: the settings of :func:`~saffron_xr.guess_model`, written once.
+
+:func:`~saffron_xr.guess_model`, :func:`~saffron_xr.catalog.guess_models` and their two
+accessors take ``options=GuessOptions(...)`` and/or the same settings as keywords (keywords
+override the options' fields; an unknown name raises `TypeError` naming it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+
+__all__ = ["GuessOptions"]
+
+#: Width-bound factors of the mean-spectrum fit (times ``width``) when the model's width
+#: bounds are physical (``width_bounds=None``).
+DEFAULT_FIT_WIDTH_FACTORS = (0.5, 3.0)
+
+
+@dataclass(frozen=True)
+class GuessOptions:
+    """Settings of the initial-model guess (see :func:`~saffron_xr.guess_model`).
+
+    Parameters
+    ----------
+    max_offset : float, default 0.6
+        Largest wavelength offset searched, Angstrom.
+    width : float, default 0.4
+        Typical SPICE line sigma (Angstrom, instrumental broadening included): the template
+        width and the scale of the width bounds of the mean-spectrum fit.
+    min_snr : float, default 5.0
+        Mean-spectrum S/N below which a line is dropped (0 keeps every line that fits).
+    min_separation : float, optional
+        Lines closer than this (Angstrom) are fitted as one. Default: ``width``.
+    merge_blends : bool, default True
+        Merge the members of the catalog's blend groups into their brightest line.
+    refine_range : float, default 0.15
+        How far (Angstrom) a centroid may move from ``rest + offset`` in the second
+        mean-spectrum fit (lines of different ions have different Doppler shifts); also how
+        far the offset may move from its template estimate in the first.
+    centroid_range : float, default 0.4
+        Model bound: centroid guess +- this (Angstrom; ~155 km/s at 770 Angstrom).
+    width_bounds : (float, float), optional
+        Model width bounds as factors of each line's guessed width (and of ``width`` in the
+        mean-spectrum fit), e.g. ``(0.5, 3.0)``; ``0 < lo < 1 < hi``. Default (None):
+        *physical* bounds (and ``(0.5, 3.0)`` in the mean-spectrum fit). The
+        lower bound is ``guess_stages.MIN_WIDTH_FACTOR`` (0.8) times the narrowest width a line can have,
+        the quadrature sum of the SPICE instrumental width (detector and slit from the
+        ``DETECTOR``/``SLIT_WID`` attributes or the wavelength; values and source in
+        ``saffron_xr.derive.INSTRUMENTAL_FWHM``) and the ion's thermal width at its
+        catalog formation temperature. The factor allows for the variation of the
+        instrumental width along the slit and in time that a single published value does
+        not describe: the narrowest significant C III 977 lines of a real 2024 raster have
+        FWHM 0.78 Angstrom at their 5th percentile, 0.86 times the LW value. The upper
+        bound is the larger of 3 times the guessed width and 3 times that narrowest width
+        (FWHM ~2.7 Angstrom, beyond any SPICE line but a blend). Without these bounds,
+        faint pixels fit noise with unphysically narrow lines whose amplitude x width is
+        biased high.
+    amplitude_bounds : (float or None, float or None), default (None, None)
+        Model amplitude bounds (data units); None for no bound. Unbounded by default: in
+        pixels where a line is faint its amplitude may come out negative, consistent with
+        zero within its error, instead of sticking to a zero bound (where its width and
+        centroid are undefined and the fit fails as singular); averages and ratios of
+        amplitudes are then unbiased. Pass ``(0.0, None)`` for non-negative amplitudes.
+    background_degree : int, default 1
+        Degree of the background polynomial (per segment); the batch runner's default too.
+    min_valid_fraction : float, default 0.8
+        Fraction of the spectra (of those with any data) a wavelength sample must be valid
+        in to be usable. Near NaN-padded edges that drift along the slit, the mean of the
+        remaining spectra is biased towards their rows; a high fraction keeps it out.
+
+    Raises
+    ------
+    ValueError
+        ``width_bounds`` not ``0 < lo < 1 < hi``, or ``max_offset``, ``width``,
+        ``refine_range`` or ``centroid_range`` not finite and > 0.
+
+    Examples
+    --------
+    >>> opts = GuessOptions(min_snr=3.0)
+    >>> opts.with_settings({"background_degree": 0}).background_degree
+    0
+    >>> opts.with_settings({"min_snr": 4.0}).min_snr
+    4.0
+    """
+
+    max_offset: float = 0.6
+    width: float = 0.4
+    min_snr: float = 5.0
+    min_separation: float | None = None
+    merge_blends: bool = True
+    refine_range: float = 0.15
+    centroid_range: float = 0.4
+    width_bounds: tuple[float, float] | None = None
+    amplitude_bounds: tuple[float | None, float | None] = (None, None)
+    background_degree: int = 1
+    min_valid_fraction: float = 0.8
+
+    def __post_init__(self):
+        lo, hi = self.fit_width_factors
+        if not 0 < lo < 1 < hi:
+            raise ValueError(
+                f"GuessOptions: width_bounds must satisfy 0 < lo < 1 < hi, got {self.width_bounds}"
+            )
+        for key in ("max_offset", "width", "refine_range", "centroid_range"):
+            val = getattr(self, key)
+            if not (math.isfinite(val) and val > 0):
+                raise ValueError(f"GuessOptions: {key} must be finite and > 0, got {val}")
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The setting names, in declaration order."""
+        return tuple(f.name for f in fields(cls))
+
+    def with_settings(self, settings: dict, *, where: str = "GuessOptions") -> GuessOptions:
+        """A copy with some settings replaced.
+
+        Parameters
+        ----------
+        settings : dict
+            ``{setting name: value}``; empty returns ``self``.
+        where : str, optional
+            Name of the caller, to start error messages.
+
+        Raises
+        ------
+        TypeError
+            A name that is not a setting (the message names it and lists the settings).
+        """
+        unknown = sorted(set(settings) - set(self.names()))
+        if unknown:
+            raise TypeError(
+                f"{where}: unknown setting(s) {', '.join(map(repr, unknown))}; the settings "
+                f"are {', '.join(self.names())}"
+            )
+        return replace(self, **settings) if settings else self
+
+    @property
+    def separation(self) -> float:
+        """``min_separation``, or ``width`` when it is None."""
+        return self.width if self.min_separation is None else self.min_separation
+
+    @property
+    def physical_widths(self) -> bool:
+        """True when the model's width bounds are physical (``width_bounds`` is None)."""
+        return self.width_bounds is None
+
+    @property
+    def fit_width_factors(self) -> tuple[float, float]:
+        """Width bounds of the mean-spectrum fit, as factors of ``width``."""
+        lo_hi = DEFAULT_FIT_WIDTH_FACTORS if self.width_bounds is None else self.width_bounds
+        lo, hi = lo_hi
+        return float(lo), float(hi)
+
+    def as_settings(self) -> dict:
+        """The settings as recorded in a :class:`~saffron_xr.catalog.GuessReport` (JSON-able,
+        ``min_separation`` resolved)."""
+        out = {name: getattr(self, name) for name in self.names()}
+        out["min_separation"] = self.separation
+        out["width_bounds"] = None if self.width_bounds is None else list(self.width_bounds)
+        out["amplitude_bounds"] = list(self.amplitude_bounds)
+        return out
+
+
+def resolve_options(options: GuessOptions | None, settings: dict, where: str) -> GuessOptions:
+    """``options`` (default `GuessOptions()`) with the keyword ``settings`` applied.
+
+    Raises
+    ------
+    TypeError
+        ``options`` is not a GuessOptions, or a setting name is unknown.
+    """
+    if options is None:
+        options = GuessOptions()
+    elif not isinstance(options, GuessOptions):
+        raise TypeError(f"{where}: options must be a GuessOptions, got {type(options).__name__}")
+    return options.with_settings(settings, where=where)
