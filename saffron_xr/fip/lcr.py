@@ -72,7 +72,8 @@ _NORMALISATION_WEIGHT = 1e3
 ERG_CM2_TO_W_M2 = 1e-3
 
 
-def _as_list(lines) -> list[str]:
+def as_line_list(lines) -> list[str]:
+    """Line ids as a list of str (one id given as a str becomes a one-element list)."""
     if isinstance(lines, str):
         return [lines]
     return [str(line) for line in lines]
@@ -95,7 +96,7 @@ def line_abundances(lines, abundance=DEFAULT_PHOTOSPHERIC, *, xuvtop=None) -> xr
     xarray.DataArray
         Over ``line``, with coords ``element`` and ``fip`` (eV).
     """
-    lines = _as_list(lines)
+    lines = as_line_list(lines)
     if not isinstance(abundance, xr.DataArray):
         abundance = _read_abundance(abundance, xuvtop=xuvtop)
     elements = [element_of(line.split()[0]) for line in lines]
@@ -216,7 +217,7 @@ def lcr_coefficients(
     >>> bool(abs(c.reference_ratio - 1).max() < 0.01)
     True
     """
-    low, high = _as_list(low), _as_list(high)
+    low, high = as_line_list(low), as_line_list(high)
     if not low or not high:
         raise ValueError("the LCR method needs at least one low-FIP and one high-FIP line")
     if set(low) & set(high):

@@ -62,7 +62,7 @@ import dask
 import numpy as np
 import xarray as xr
 
-from .noise import _DEFAULT_DARK_FACTOR, _radiance_units, _terms_units, spice_noise_terms
+from .noise import DEFAULT_DARK_FACTOR, radiance_units, spice_noise_terms, terms_units
 
 __all__ = ["calibrate_error", "calibrate_noise_terms", "error_from_terms"]
 
@@ -124,7 +124,7 @@ def error_from_terms(radiance: xr.DataArray, terms: xr.Dataset) -> xr.DataArray:
         if k not in ("long_name", "standard_name", "BTYPE", "units")
     }
     attrs.update(terms.attrs)
-    attrs["units"] = _radiance_units(radiance)
+    attrs["units"] = radiance_units(radiance)
     attrs["long_name"] = "1-sigma radiance uncertainty, sqrt(photon max(I,0) + floor)"
     return sigma.rename("error").assign_attrs(attrs)
 
@@ -141,7 +141,7 @@ def calibrate_noise_terms(
     nbin2: int | None = None,
     nbin3: int | None = None,
     detector: str | None = None,
-    dark_factor: int = _DEFAULT_DARK_FACTOR,
+    dark_factor: int = DEFAULT_DARK_FACTOR,
 ) -> xr.Dataset:
     """The noise terms ``photon`` and ``floor`` rescaled to the noise measured in the data.
 
@@ -308,7 +308,7 @@ def calibrate_error(
     nbin2: int | None = None,
     nbin3: int | None = None,
     detector: str | None = None,
-    dark_factor: int = _DEFAULT_DARK_FACTOR,
+    dark_factor: int = DEFAULT_DARK_FACTOR,
 ) -> xr.DataArray:
     """Per-sample 1-sigma errors with the noise model rescaled to the noise in the data.
 
@@ -640,7 +640,7 @@ def _terms_from_error(values, err):
 
 
 def _terms_dataset(radiance, photon, floor, error) -> xr.Dataset:
-    units, squared = _terms_units(radiance)
+    units, squared = terms_units(radiance)
     wl = (
         radiance["wavelength"].reset_coords(drop=True) if "wavelength" in radiance.coords else None
     )
