@@ -7,8 +7,12 @@ xarray backend wraps the same view in its own lazily indexed array.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import dask.array as da
 import numpy as np
+from dask.base import tokenize
 
 _DEFAULT_CHUNK_BYTES = 8 * 2**20
 
@@ -86,6 +90,19 @@ def resolve_chunks(chunks, kind, shape, itemsize):
             raise ValueError(f"unknown dimension {dim!r} in chunks; use {sorted(out)}")
         out[dim] = size
     return out
+
+
+def window_array_name(path, offset: int, extname: str) -> str:
+    """The dask name of a window's array: the same in every process for the same file bytes.
+
+    Tokenized from the resolved path, the file's modification time and size, the window's
+    byte offset and its EXTNAME, so a rewritten file gets new task keys and two processes
+    (or dask workers) opening the same file agree on them.
+    """
+    path = Path(path).resolve()
+    stat = os.stat(path)
+    token = tokenize(str(path), stat.st_mtime_ns, stat.st_size, int(offset), str(extname))
+    return f"spice-{extname}-{token}"
 
 
 def dask_array(source: MemmapWindow, kind: str, chunks: dict, name: str):

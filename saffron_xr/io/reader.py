@@ -37,7 +37,7 @@ from ._spice_header import (
     wave_scale,
 )
 from ._spice_wcs import spatial_wcs_text, window_coordinates
-from ._window_array import MemmapWindow, dask_array, resolve_chunks
+from ._window_array import MemmapWindow, dask_array, resolve_chunks, window_array_name
 
 __all__ = ["open_spice", "window_node_name", "spatial_wcs_text", "PIPELINE_KEYWORDS"]
 
@@ -168,7 +168,7 @@ def _open_window(path, hdul, hdu, kind, chunks, mixed_wcs, cache=None, make_arra
             raise file_error(path, f"raster window {extname!r} has {nt} exposures along time")
         dims = ("y", "x", "wavelength")
     data, encoding = (make_array or dask_array)(
-        source, kind, ch, f"spice-{extname}-{abs(hash((str(path), offset)))}"
+        source, kind, ch, window_array_name(path, offset, extname)
     )
 
     radcal = variable_radcal(path, hdul, extname)
