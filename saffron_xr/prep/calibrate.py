@@ -193,22 +193,38 @@ def calibrate_noise_terms(
     if terms is not None and error is not None:
         raise ValueError("calibrate_noise_terms: give terms= or error=, not both")
     if terms is None and error is None:
-        terms = spice_noise_terms(
-            radiance,
-            radcal=radcal,
-            xposure=xposure,
-            nbin2=nbin2,
-            nbin3=nbin3,
-            detector=detector,
-            dark_factor=dark_factor,
-        )
+        header = dict(radcal=radcal, xposure=xposure, nbin2=nbin2, nbin3=nbin3, detector=detector)
+        terms = spice_noise_terms(radiance, **header, dark_factor=dark_factor)
         source = "SPICE noise model (spice_noise_terms) from the header keywords"
     elif terms is not None:
         _check_terms(terms)
         source = "terms given"
     else:
         source = "fitted to the given error: error**2 = photon I + floor (I >= 0), per wavelength"
+    values, photon_v, floor_v, model_terms, fit_residual, description = _statistics_pass(
+        radiance, terms, error, max_samples
+    )
+    result = _measure(values, photon_v, floor_v, lags)
+    out = _calibrated_terms(model_terms, result, lags, description, source, fit_residual)
+    floor_ratio = out.attrs["noise_floor_ratio"]
+    signal_ratio = out.attrs["noise_signal_ratio"]
+    _log.info(
+        "noise calibration: floor x%.3f, signal term x%.3f (%s)",
+        floor_ratio,
+        signal_ratio,
+        "measured" if result["signal_measured"] else "model kept",
+    )
+    return out
 
+
+def _statistics_pass(radiance, terms, error, max_samples: int):
+    """The one compute of the calibration: a subsample of the radiance and its model terms.
+
+    Returns ``(values, photon, floor, model_terms, fit_residual, description)``: the
+    subsample (float64, dims ``(y, wavelength, ...)``), the model terms broadcast onto it,
+    the terms as a Dataset (fitted to ``error`` when ``terms`` is None), the relative rms of
+    that fit (None otherwise) and a description of the subsample.
+    """
     sub, sel, description = _subsample(radiance, max_samples)
     sub = sub.transpose(*_DIMS, ...)
     lazy = [sub]
@@ -240,7 +256,11 @@ def calibrate_noise_terms(
         floor_v = np.broadcast_to(floor_w[None, :, None], values.shape)
         model_terms = _terms_dataset(radiance, photon_w, floor_w, error)
 
-    result = _measure(values, photon_v, floor_v, lags)
+    return values, photon_v, floor_v, model_terms, fit_residual, description
+
+
+def _calibrated_terms(model_terms, result, lags, description, source, fit_residual):
+    """The model terms scaled by the measured variance ratios, with the calibration record."""
     a = result["signal_variance_ratio"]
     b = result["floor_variance_ratio"]
     floor_ratio = math.sqrt(b)
@@ -286,12 +306,6 @@ def calibrate_noise_terms(
             "floor": (model_terms["floor"] * b).assign_attrs(model_terms["floor"].attrs),
         },
         attrs=attrs,
-    )
-    _log.info(
-        "noise calibration: floor x%.3f, signal term x%.3f (%s)",
-        floor_ratio,
-        signal_ratio,
-        "measured" if result["signal_measured"] else "model kept",
     )
     return out
 
