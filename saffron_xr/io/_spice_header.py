@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
+from astropy.io.fits.verify import VerifyError
 
 from .._units import angstrom_factor
 from ..errors import SpiceFileError
@@ -199,7 +200,7 @@ def _card_value(hdr, key):
         warnings.simplefilter("ignore")  # astropy warns while it "fixes" a bad card
         try:
             return hdr[key]
-        except Exception:  # VerifyError for an unparsable card; the second read gives text
+        except (VerifyError, ValueError):  # an unparsable card: its value as written
             return hdr.cards[key].image[10:].split("/")[0].strip()
 
 
