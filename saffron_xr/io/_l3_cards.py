@@ -185,7 +185,8 @@ def observer_cards(source, taken: set) -> list[tuple]:
     return cards
 
 
-def fits_unit(units: str) -> str:
+def _fits_unit(units: str) -> str:
+    """``units`` in the FITS unit syntax (as given when astropy does not know it)."""
     try:
         return u.Unit(units).to_string("fits")
     except ValueError:
@@ -242,7 +243,7 @@ def component_cards(ds, model, amp_unit, bg_info):
             # PINIT/PMIN/PMAX are values of the function parameter (nm); the stored (nominal)
             # position and width are in Angstrom, PTRA = 0.1 converts them to nm
             scale = 1.0 if kind == "amplitude" else ANGSTROM_TO_NM
-            unit = fits_unit(amp_unit) if kind == "amplitude" else "Angstrom"
+            unit = _fits_unit(amp_unit) if kind == "amplitude" else "Angstrom"
             lo, hi = (list(bounds.get(kind) or []) + [None, None])[:2]
             init = info.get(kind)
             cards += _param_cards(
@@ -279,7 +280,7 @@ def component_cards(ds, model, amp_unit, bg_info):
                 ),
             ]
             for j in range(degree + 1):
-                unit = fits_unit(str(u.Unit(amp_unit) / u.nm**j)) if j else fits_unit(amp_unit)
+                unit = _fits_unit(str(u.Unit(amp_unit) / u.nm**j)) if j else _fits_unit(amp_unit)
                 cards += _param_cards(
                     n, LETTERS[j], f"c{j}", unit, f"Coefficient of lambda**{j} (lambda in nm)"
                 )

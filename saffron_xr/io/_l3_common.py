@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 import string
-import warnings
 
 import numpy as np
 import xarray as xr
-from astropy.io import fits
-from astropy.io.fits.verify import VerifyError
-
-log = logging.getLogger(__name__)
 
 #: Spatial dims of results, in the order of the FITS cube's numpy axes.
 SPATIAL = ("time", "y", "x")
@@ -27,20 +21,3 @@ def cube(da: xr.DataArray, sizes) -> np.ndarray:
     present = [d for d in SPATIAL if d in da.dims]
     arr = np.asarray(da.transpose(*present).values, dtype=np.float64)
     return arr.reshape(sizes)
-
-
-def header_from_text(text) -> fits.Header | None:
-    if not text or not isinstance(text, str):
-        return None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return fits.Header.fromstring(text, sep="\n")
-    except (ValueError, VerifyError) as exc:
-        log.warning(
-            "a 'header' attribute cannot be parsed as FITS cards (%s: %s); its keywords "
-            "(WCS, observer) are not used",
-            type(exc).__name__,
-            exc,
-        )
-        return None

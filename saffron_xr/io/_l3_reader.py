@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 
 def read_saffron(hdul, res_hdu, meta) -> xr.Dataset:
+    """One window of a file written by saffron_xr, exactly as written (from its metadata)."""
     results = np.asarray(res_hdu.data, dtype=np.float64)
     sigma = np.asarray(hdul[res_hdu.header["UNCEXT"]].data, dtype=np.float64)
     data_vars, coords = {}, {}
@@ -83,6 +84,12 @@ def _wave_unit(hdul, h) -> str | None:
 
 
 def read_generic(hdul, res_hdu) -> xr.Dataset:
+    """One results extension of another tool's file, by the SOLARNET component keywords.
+
+    Gaussian components give ``amplitude``/``centroid``/``width`` (Angstrom), polynomial ones
+    ``background``, the last plane ``chi2``; coordinates come from the header's WCS (a WCS
+    that cannot be evaluated is logged and the coordinates are left out).
+    """
     h = res_hdu.header
     results = np.asarray(res_hdu.data, dtype=np.float64)
     if results.ndim != 4:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import math
+import warnings
 
 import astropy.units as u
 import numpy as np
 import xarray as xr
 from astropy.io import fits
+from astropy.io.fits.verify import VerifyError
 
 from ._l3_cards import (
     PARAMETER_AXIS_CARDS,
@@ -18,7 +20,7 @@ from ._l3_cards import (
     component_cards,
     observer_cards,
 )
-from ._l3_common import GAUSS, META_FORMAT, SPATIAL, cube, header_from_text
+from ._l3_common import GAUSS, META_FORMAT, SPATIAL, cube
 from ._l3_wcs import wcs_cards
 from .netcdf import dumps_tagged
 
@@ -55,7 +57,8 @@ def _gauss_ok(ds: xr.Dataset, name: str) -> bool:
     return "line" in dims and dims - {"line"} <= set(SPATIAL)
 
 
-def line_model(ds: xr.Dataset) -> dict:
+def _line_model(ds: xr.Dataset) -> dict:
+    """The window's line model (``line_model`` attr, JSON) as a dict; {} if absent or unreadable."""
     text = ds.attrs.get("line_model")
     if not text:
         return {}
@@ -75,7 +78,7 @@ def line_model(ds: xr.Dataset) -> dict:
 
 def _header_wavelength_middle(text) -> float | None:
     """Middle of the WAVE axis range (Angstrom) of an L2 window header, or None."""
-    h = header_from_text(text)
+    h = _header_from_text(text)
     if h is None or str(h.get("CTYPE3", "")).strip() != "WAVE" or "NAXIS3" not in h:
         return None
     try:
@@ -98,7 +101,7 @@ def _background_reference(ds: xr.Dataset, data, n_segments: int, degree: int) ->
             ref = np.atleast_1d(np.asarray(ds.attrs[name], dtype=float))
             if ref.size == n_segments:
                 return ref
-    segments = line_model(ds).get("segments")
+    segments = _line_model(ds).get("segments")
     if segments and len(segments) == n_segments:
         return np.array([0.5 * (a + b) for a, b in segments], dtype=float)
     if data is not None and "wavelength" in data.coords and n_segments == 1:
@@ -130,10 +133,28 @@ def _basis_matrix(ref_angstrom: float, degree: int) -> np.ndarray:
     return m
 
 
+def _header_from_text(text) -> fits.Header | None:
+    """The FITS header of card text (one card a line), or None (no text, or unparsable: logged)."""
+    if not text or not isinstance(text, str):
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return fits.Header.fromstring(text, sep="\n")
+    except (ValueError, VerifyError) as exc:
+        log.warning(
+            "a 'header' attribute cannot be parsed as FITS cards (%s: %s); its keywords "
+            "(WCS, observer) are not used",
+            type(exc).__name__,
+            exc,
+        )
+        return None
+
+
 def _source_header(ds: xr.Dataset, data) -> fits.Header | None:
-    hdr = header_from_text(ds.attrs.get("header"))
+    hdr = _header_from_text(ds.attrs.get("header"))
     if hdr is None and data is not None:
-        hdr = header_from_text(data.attrs.get("header"))
+        hdr = _header_from_text(data.attrs.get("header"))
     return hdr
 
 
@@ -278,7 +299,7 @@ def window_hdus(ds: xr.Dataset, node_name: str, primary: bool, data, out_name: s
         "centroid": _factor(ds["centroid"].attrs.get("units"), "Angstrom", "Angstrom"),
         "width": _factor(ds["width"].attrs.get("units"), "Angstrom", "Angstrom"),
     }
-    model = line_model(ds)
+    model = _line_model(ds)
 
     planes, sigmas, plane_of = _gaussian_planes(ds, sizes, amp_unit, scales)
     bg_planes, bg_sigmas, bg_info = _background_planes(ds, source, sizes, amp_unit, model)
@@ -397,7 +418,7 @@ def _data_hdu(data: xr.DataArray, attrs, extname: str) -> fits.ImageHDU:
             f"to_l3_fits: data= must have dims (y, x, wavelength) or (time, y, wavelength), "
             f"got {dims}"
         )
-    h = header_from_text(attrs.get("header") or data.attrs.get("header")) or fits.Header()
+    h = _header_from_text(attrs.get("header") or data.attrs.get("header")) or fits.Header()
     out = fits.Header()
     for card in h.cards:
         if card.keyword in _STRUCTURAL or card.keyword.startswith("NAXIS"):
