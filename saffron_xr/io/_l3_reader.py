@@ -83,6 +83,43 @@ def _wave_unit(hdul, h) -> str | None:
     return None
 
 
+def _generic_coords(hdul, h, names: list, sizes) -> dict:
+    """Line coords from the component names; hpln/hplt/time from the header's WCS.
+
+    A WCS that cannot be evaluated is logged and its coordinates are left out.
+    """
+    nt, ny, nx = sizes
+    ions, rests = [], []
+    for name in names:
+        m = re.match(r"^([a-z]{1,2}_\d+)\s+([0-9.]+)", name)
+        ions.append(m.group(1) if m else "")
+        rests.append(float(m.group(2)) if m else np.nan)
+    coords = {
+        "line": ("line", names),
+        "ion": ("line", ions),
+        "rest_wavelength": ("line", rests, {"units": "Angstrom"}),
+    }
+    try:
+        lon, lat, tsec = wcs_world(h, (nt, ny, nx))
+        coords["hpln"] = (("y", "x"), lon, {"units": "arcsec"})
+        coords["hplt"] = (("y", "x"), lat, {"units": "arcsec"})
+        ref = h.get("DATEREF") or h.get("DATE-BEG") or h.get("DATE-OBS")
+        if ref:
+            t = np.datetime64(str(ref).strip()) + np.round(tsec * 1e6).astype("timedelta64[us]")
+            coords["time"] = ("time" if nt > 1 else "x", t.astype("datetime64[ns]"))
+    except (ValueError, KeyError, TypeError, VerifyError) as exc:
+        # wcslib's errors are ValueErrors (singular matrix, bad CTYPE, ...)
+        log.warning(
+            "%s: results extension %r: its WCS cannot be evaluated (%s: %s); the window is "
+            "read without the hpln/hplt/time coordinates",
+            hdul.filename() or "results file",
+            str(h.get("EXTNAME", "")),
+            type(exc).__name__,
+            exc,
+        )
+    return coords
+
+
 def read_generic(hdul, res_hdu) -> xr.Dataset:
     """One results extension of another tool's file, by the SOLARNET component keywords.
 
@@ -168,34 +205,7 @@ def read_generic(hdul, res_hdu) -> xr.Dataset:
         dims, v = squeeze(chi2[None])
         data_vars["chi2"] = (dims, v[0], {"units": "1", "long_name": "reduced chi-squared"})
 
-    ions, rests = [], []
-    for name in names:
-        m = re.match(r"^([a-z]{1,2}_\d+)\s+([0-9.]+)", name)
-        ions.append(m.group(1) if m else "")
-        rests.append(float(m.group(2)) if m else np.nan)
-    coords = {
-        "line": ("line", names),
-        "ion": ("line", ions),
-        "rest_wavelength": ("line", rests, {"units": "Angstrom"}),
-    }
-    try:
-        lon, lat, tsec = wcs_world(h, (nt, ny, nx))
-        coords["hpln"] = (("y", "x"), lon, {"units": "arcsec"})
-        coords["hplt"] = (("y", "x"), lat, {"units": "arcsec"})
-        ref = h.get("DATEREF") or h.get("DATE-BEG") or h.get("DATE-OBS")
-        if ref:
-            t = np.datetime64(str(ref).strip()) + np.round(tsec * 1e6).astype("timedelta64[us]")
-            coords["time"] = ("time" if nt > 1 else "x", t.astype("datetime64[ns]"))
-    except (ValueError, KeyError, TypeError, VerifyError) as exc:
-        # wcslib's errors are ValueErrors (singular matrix, bad CTYPE, ...)
-        log.warning(
-            "%s: results extension %r: its WCS cannot be evaluated (%s: %s); the window is "
-            "read without the hpln/hplt/time coordinates",
-            hdul.filename() or "results file",
-            str(h.get("EXTNAME", "")),
-            type(exc).__name__,
-            exc,
-        )
+    coords = _generic_coords(hdul, h, names, (nt, ny, nx))
     attrs = {}
     for key in ("SPIOBSID", "RASTERNO", "STUDY", "DATE-OBS", "DETECTOR", "SLIT_WID"):
         if key in h:
