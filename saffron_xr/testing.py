@@ -1,4 +1,4 @@
-"""Testing helpers: a compute-counting scheduler and synthetic SPICE L2 files with truth.
+"""Testing helpers: a compute-counting scheduler, the test-data folders, synthetic files.
 
 Public helpers here are used by the test-suite and the benchmarks, and are useful to users
 who want to check a fitting setup against known truth.
@@ -12,7 +12,19 @@ from pathlib import Path
 
 import dask
 
-__all__ = ["raise_if_dask_computes", "shared_data_dir", "chianti_dir"]
+# the synthetic-file generator is its own module (the demo and notebooks use it too); it is
+# re-exported here for the tests and benchmarks
+from .synthetic import SPICE_NOISE, composition_windows, make_spectra, make_spice_l2
+
+__all__ = [
+    "raise_if_dask_computes",
+    "shared_data_dir",
+    "chianti_dir",
+    "make_spice_l2",
+    "make_spectra",
+    "composition_windows",
+    "SPICE_NOISE",
+]
 
 
 class _CountingScheduler:
@@ -50,27 +62,51 @@ def raise_if_dask_computes(max_computes: int = 0):
         yield scheduler
 
 
-def shared_data_dir() -> Path:
-    """The folder of real SPICE test data: ``$SAFFRON_TEST_DATA`` or ``../shared/data``.
+def _folder_from_env(variable: str, what: str, example: str) -> Path:
+    """The folder named by the environment variable ``variable``; clear error when unset."""
+    value = os.environ.get(variable, "").strip()
+    if not value:
+        raise RuntimeError(
+            f"{variable} is not set: it must name the folder of {what}; set it before running, "
+            f"e.g. `export {variable}={example}` (.ci/run sets it to the folder beside the "
+            "repository)"
+        )
+    return Path(value)
 
-    ``../shared/data`` is resolved relative to the repository root (the parent of the
-    ``saffron_xr`` package folder).
+
+def shared_data_dir() -> Path:
+    """The folder of real SPICE test data, named by ``$SAFFRON_TEST_DATA``.
+
+    Returns
+    -------
+    pathlib.Path
+        The folder (not checked for existence).
+
+    Raises
+    ------
+    RuntimeError
+        If ``SAFFRON_TEST_DATA`` is unset or empty; the message says how to set it.
     """
-    env = os.environ.get("SAFFRON_TEST_DATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+    return _folder_from_env(
+        "SAFFRON_TEST_DATA",
+        "real SPICE test data (with a spice/ sub-folder)",
+        "/path/to/shared/data",
+    )
 
 
 def chianti_dir() -> Path:
-    """The CHIANTI database folder: ``$XUVTOP`` or ``../shared/chianti``."""
-    env = os.environ.get("XUVTOP")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parent.parent.parent / "shared" / "chianti"
+    """The CHIANTI database folder, named by ``$XUVTOP``.
 
+    Returns
+    -------
+    pathlib.Path
+        The folder (not checked for existence).
 
-# the synthetic-file generator lives in its own module (the demo and notebooks use it too)
-from .synthetic import SPICE_NOISE, composition_windows, make_spectra, make_spice_l2  # noqa: E402
-
-__all__ += ["make_spice_l2", "make_spectra", "composition_windows", "SPICE_NOISE"]
+    Raises
+    ------
+    RuntimeError
+        If ``XUVTOP`` is unset or empty; the message says how to set it.
+    """
+    return _folder_from_env(
+        "XUVTOP", "the CHIANTI database (with a masterlist/ sub-folder)", "/path/to/shared/chianti"
+    )

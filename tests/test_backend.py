@@ -13,7 +13,7 @@ import xarray as xr
 from test_reader import _fill_header_file
 
 from saffron_xr import SpiceFileError, open_spice
-from saffron_xr.io import reader
+from saffron_xr.io._window_array import MemmapWindow
 from saffron_xr.io.backend import SpiceBackendEntrypoint, is_spice_l2
 from saffron_xr.testing import raise_if_dask_computes
 
@@ -41,7 +41,7 @@ def _no_pixel_reads(monkeypatch):
     def boom(self, key):
         raise AssertionError(f"pixel data of {self.path} read while opening")
 
-    monkeypatch.setattr(reader._MemmapWindow, "__getitem__", boom)
+    monkeypatch.setattr(MemmapWindow, "__getitem__", boom)
 
 
 @pytest.mark.parametrize("chunks", [{}, None])
@@ -95,14 +95,14 @@ def test_open_dataset_one_window(exp_file, ne8_file):
 def test_lazy_reads_only_the_selection(ne8_file, monkeypatch):
     """With chunks=None the lazily indexed array reads just the selected block."""
     reads = []
-    original = reader._MemmapWindow.__getitem__
+    original = MemmapWindow.__getitem__
 
     def spy(self, key):
         out = original(self, key)
         reads.append(out.size)
         return out
 
-    monkeypatch.setattr(reader._MemmapWindow, "__getitem__", spy)
+    monkeypatch.setattr(MemmapWindow, "__getitem__", spy)
     ds = xr.open_dataset(ne8_file, engine="spice", cache=False)
     want = open_spice(ne8_file)[NE8_NODE].dataset.radiance
     reads.clear()

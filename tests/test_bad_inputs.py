@@ -79,7 +79,7 @@ def test_reader_gives_one_clear_message(case, sources, tmp_path, caplog):
 
 def test_a_file_unreadable_by_permissions_is_named(sources, tmp_path, monkeypatch):
     """Simulated: the reader's first read of the file is refused (works as root too)."""
-    from saffron_xr.io import reader
+    from saffron_xr.io import _spice_header
 
     path = corpus.build(corpus.CASES[0], sources, tmp_path, 99)
     shutil.copyfile(sources["raster"], path)
@@ -90,7 +90,7 @@ def test_a_file_unreadable_by_permissions_is_named(sources, tmp_path, monkeypatc
             raise PermissionError(13, "Permission denied", str(file))
         return real_open(file, *args, **kwargs)
 
-    monkeypatch.setattr(reader, "open", refuse, raising=False)
+    monkeypatch.setattr(_spice_header, "open", refuse, raising=False)
     with pytest.raises(SpiceFileError) as info:
         open_spice(path)
     assert str(info.value) == f"{path}: cannot be read: permission denied"

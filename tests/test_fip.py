@@ -20,7 +20,7 @@ from scipy.integrate import trapezoid
 import saffron_xr  # noqa: F401  (registers the .fip accessor)
 from saffron_xr import fip
 from saffron_xr.catalog import LineCatalog
-from saffron_xr.fip.contribution import _density_weights
+from saffron_xr.fip.contribution import density_weights
 from saffron_xr.testing import raise_if_dask_computes
 
 LOW = ["s_4 750.22", "s_5 786.47"]
@@ -202,7 +202,7 @@ def test_density_interpolation_is_linear_in_log_n():
         lazy = fip.interp_log_density(obj, density_map)
     assert isinstance(lazy.data, da.Array)
     np.testing.assert_allclose(lazy.values[0], [[2.0, 7.0]])
-    w = _density_weights(grid, 10**9.2)
+    w = density_weights(grid, 10**9.2)
     assert float(w.sum()) == pytest.approx(1.0)
 
 

@@ -328,3 +328,68 @@ def test_fit_results_round_trip_and_reference_cross_check(ne8_window, spice_dir,
     ok = np.isfinite(diff) & (params["status"].values <= 1)
     assert ok.sum() > 1000
     assert abs(np.median(diff[ok])) < 0.05
+
+
+# ----------------------------------------------------------------------------- logged fallbacks
+
+
+def _singular(header: fits.Header) -> None:
+    """Make the spatial PC matrix of ``header`` singular (wcslib cannot invert it)."""
+    for key in ("PC1_1", "PC1_2", "PC2_1", "PC2_2"):
+        header[key] = 0.0
+
+
+def test_generic_reader_logs_an_unusable_wcs(ne8_window, tmp_path, caplog):
+    """A results header whose WCS cannot be evaluated: read without coordinates, and said so."""
+    params = _params(ne8_window, dtype="f8")
+    path = to_l3_fits(params, tmp_path / "l3.fits")
+    with fits.open(path) as hdul:
+        keep = fits.HDUList([hdul[0].copy(), hdul[1].copy()])
+    del keep[0].header["SXMETA"]
+    _singular(keep[0].header)
+    keep.writeto(tmp_path / "plain.fits")
+    with caplog.at_level("WARNING", logger="saffron_xr"):
+        got = open_l3_fits(tmp_path / "plain.fits")["Ne_VIII_770_Peak_data"].to_dataset()
+    assert "hpln" not in got.coords and "hplt" not in got.coords
+    np.testing.assert_allclose(got["amplitude"], params["amplitude"], rtol=1e-14)
+    messages = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(
+        "plain.fits" in m and "WCS cannot be evaluated" in m and "hpln/hplt/time" in m
+        for m in messages
+    ), messages
+
+
+def test_writer_logs_a_wcs_fitted_to_a_cutout(ne8_window, tmp_path, caplog):
+    """The L2 WCS does not describe a cut-out: a fitted WCS is written, and that is logged."""
+    params = _params(ne8_window, degree=0).isel(y=slice(100, 300))
+    with caplog.at_level("INFO", logger="saffron_xr"):
+        path = to_l3_fits(params, tmp_path / "l3.fits")
+    h = fits.getheader(path, 0)
+    assert "fitted to the hpln/hplt" in str(h["COMMENT"])
+    assert any("writing a WCS fitted" in r.getMessage() for r in caplog.records)
+
+
+def test_writer_logs_an_l2_wcs_it_cannot_evaluate(ne8_window, tmp_path, caplog):
+    params = _params(ne8_window, degree=0)
+    header = fits.Header.fromstring(params.attrs["header"], sep="\n")
+    _singular(header)
+    params.attrs["header"] = header.tostring(sep="\n", padding=False)
+    with caplog.at_level("WARNING", logger="saffron_xr"):
+        path = to_l3_fits(params, tmp_path / "l3.fits")
+    got = open_l3_fits(path)["Ne_VIII_770_Peak_data"].to_dataset()
+    np.testing.assert_array_equal(got["hpln"], params["hpln"])  # the table keeps them
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("cannot be evaluated on the results grid" in m for m in warned), warned
+    assert "fitted to the hpln/hplt" in str(fits.getheader(path, 0)["COMMENT"])
+
+
+def test_writer_logs_an_unreadable_line_model(ne8_window, tmp_path, caplog):
+    good = to_l3_fits(_params(ne8_window, degree=0), tmp_path / "good.fits")
+    assert "PMIN1B" in fits.getheader(good, 0)  # the bounds of the model are written
+    params = _params(ne8_window, degree=0)
+    params.attrs["line_model"] = "{not json"
+    with caplog.at_level("WARNING", logger="saffron_xr"):
+        path = to_l3_fits(params, tmp_path / "l3.fits")
+    assert "PMIN1B" not in fits.getheader(path, 0)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("'line_model' attribute cannot be read" in m for m in warned), warned

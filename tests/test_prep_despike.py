@@ -8,7 +8,7 @@ import xarray as xr
 
 import saffron_xr as sx
 from saffron_xr.prep.despike import _box_median
-from saffron_xr.prep.noise import _model_sigma, _noise_terms
+from saffron_xr.prep.noise import model_sigma, noise_model_terms
 from saffron_xr.testing import raise_if_dask_computes
 
 ATTRS = {
@@ -82,9 +82,9 @@ def test_spectral_reference_protects_compact_bright_core():
     data[3, 2] += 8.0 * profile  # a compact brightening, steep gradient in y and x
     rad = xr.DataArray(data.astype("float32"), dims=("y", "x", "wavelength"), attrs=ATTRS)
     # premise: against the 3-D median alone the core would be a >5 sigma outlier
-    photon, floor, _ = _noise_terms(rad)
+    photon, floor, _ = noise_model_terms(rad)
     median3d = _box_median(rad, {"y": 3, "x": 3, "wavelength": 3})
-    excess = (rad - median3d) / _model_sigma(median3d, photon, floor)
+    excess = (rad - median3d) / model_sigma(median3d, photon, floor)
     assert float(excess[3, 2, 20]) > 5
     cleaned, spikes = sx.despike(rad)
     assert not spikes.values.any()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import warnings
 
 import dask
@@ -301,3 +304,51 @@ def test_several_files_of_one_observation(tmp_path, ne8_file):
 def test_node_names():
     assert window_node_name("Ne VIII 770 - Peak data") == "Ne_VIII_770_Peak_data"
     assert window_node_name("DUMBBELL_UPPER_WINDOW3_97.20") == "DUMBBELL_UPPER_WINDOW3_97_20"
+
+
+_PRINT_DASK_NAME = """
+import sys
+from saffron_xr.io.reader import open_spice
+tree = open_spice(sys.argv[1])
+for node in sorted(tree.children):
+    print(node, tree[node].dataset.radiance.data.name)
+"""
+
+
+def test_dask_names_are_the_same_in_two_processes(exp_file):
+    """Task keys do not depend on the process (string hashing is salted per process)."""
+
+    names = []
+    for seed in ("1", "2"):  # different string-hash salts, as two dask workers would have
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        done = subprocess.run(
+            [sys.executable, "-c", _PRINT_DASK_NAME, str(exp_file)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=True,
+        )
+        names.append(done.stdout.splitlines())
+    assert len(names[0]) == 2  # the file's two windows
+    assert names[0] == names[1]
+    # and this process agrees with both
+    here = open_spice(exp_file)
+    assert [f"{n} {here[n].dataset.radiance.data.name}" for n in sorted(here.children)] == names[0]
+
+
+def test_dask_names_change_when_the_file_changes(exp_file, tmp_path):
+    """A rewritten file (other size or time) gets new task keys: no stale cached results."""
+    copy = tmp_path / exp_file.name
+    shutil.copyfile(exp_file, copy)
+
+    def names():
+        tree = open_spice(copy)
+        return {n: tree[n].dataset.radiance.data.name for n in tree.children}
+
+    os.utime(copy, ns=(1_000_000_000, 1_000_000_000))
+    before = names()
+    os.utime(copy, ns=(2_000_000_000, 2_000_000_000))
+    after = names()
+    assert before.keys() == after.keys()
+    assert all(before[n] != after[n] for n in before)

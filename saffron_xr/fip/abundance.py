@@ -136,9 +136,9 @@ def read_abundance(name: str = DEFAULT_PHOTOSPHERIC, *, xuvtop=None) -> xr.DataA
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such CHIANTI abundance file")
         return _abundance_da(_parse_abund(path), stem, str(path))
-    from .contribution import _load_table_dataset
+    from .contribution import load_table_dataset
 
-    shipped = _load_table_dataset()["abundance"]
+    shipped = load_table_dataset()["abundance"]
     if stem in shipped.indexes["abundance_set"]:
         return _abundance_da(
             shipped.sel(abundance_set=stem).values, stem, "shipped copy of CHIANTI " + stem

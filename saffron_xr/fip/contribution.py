@@ -193,7 +193,7 @@ def interp_log_density(obj: xr.DataArray, density) -> xr.DataArray:
         Lazy if ``density`` is; a scalar ``density`` drops the dimension and keeps it as a
         scalar coordinate.
     """
-    weights = _density_weights(obj["density"].values, density)
+    weights = density_weights(obj["density"].values, density)
     out = xr.dot(obj.drop_vars("density"), weights, dim="density")
     outside = weights.sum("density") == 0
     out = out.where(~outside)
@@ -202,7 +202,7 @@ def interp_log_density(obj: xr.DataArray, density) -> xr.DataArray:
     return out.assign_attrs(obj.attrs)
 
 
-def _density_weights(grid, density) -> xr.DataArray:
+def density_weights(grid, density) -> xr.DataArray:
     """Piecewise-linear (in log n) interpolation weights, dims ``("density", *density.dims)``.
 
     Each target's weights sum to 1 inside the grid and to 0 outside it (or for NaN).
@@ -234,7 +234,8 @@ def _table_path() -> Path:
 
 
 @functools.cache
-def _load_table_dataset() -> xr.Dataset:
+def load_table_dataset() -> xr.Dataset:
+    """The shipped table file as a Dataset, loaded once (callers must not modify it)."""
     path = _table_path()
     if not path.is_file():
         raise ChiantiUnavailableError(
@@ -265,7 +266,7 @@ def load_contribution_table() -> xr.DataArray:
     >>> table.dims
     ('line', 'density', 'temperature')
     """
-    return _load_table_dataset()["contribution_function"].copy()
+    return load_table_dataset()["contribution_function"].copy()
 
 
 def _from_table(resolved, temperature, density, abundance) -> xr.DataArray:

@@ -17,7 +17,7 @@ import xarray as xr
 from .abundance import DEFAULT_PHOTOSPHERIC
 from .contribution import contribution_functions, interp_log_density
 from .dem import integrate_dem, read_dem
-from .lcr import ERG_CM2_TO_W_M2, _as_list, line_abundances
+from .lcr import ERG_CM2_TO_W_M2, as_line_list, line_abundances
 
 __all__ = ["forward_radiances", "FIP_THRESHOLD"]
 
@@ -74,7 +74,7 @@ def forward_radiances(
     >>> rad.dims, rad.attrs["units"]
     (('line',), 'W m-2 sr-1')
     """
-    lines = _as_list(lines)
+    lines = as_line_list(lines)
     if contributions is None:
         contributions = contribution_functions(lines, xuvtop=xuvtop)
     g = contributions.sel(line=lines)

@@ -72,7 +72,8 @@ _NORMALISATION_WEIGHT = 1e3
 ERG_CM2_TO_W_M2 = 1e-3
 
 
-def _as_list(lines) -> list[str]:
+def as_line_list(lines) -> list[str]:
+    """Line ids as a list of str (one id given as a str becomes a one-element list)."""
     if isinstance(lines, str):
         return [lines]
     return [str(line) for line in lines]
@@ -95,7 +96,7 @@ def line_abundances(lines, abundance=DEFAULT_PHOTOSPHERIC, *, xuvtop=None) -> xr
     xarray.DataArray
         Over ``line``, with coords ``element`` and ``fip`` (eV).
     """
-    lines = _as_list(lines)
+    lines = as_line_list(lines)
     if not isinstance(abundance, xr.DataArray):
         abundance = _read_abundance(abundance, xuvtop=xuvtop)
     elements = [element_of(line.split()[0]) for line in lines]
@@ -166,6 +167,35 @@ def _solve(j_low, j_high, g_low, g_high, regularization):
     return x
 
 
+def _contributions_at(contributions: xr.DataArray, lines: list, density):
+    """The lines' contribution functions at ``density`` (or on the grid), and their peaks.
+
+    Returns ``(g, peak)`` with ``g`` of dims ``(line, density, temperature)`` and ``peak`` its
+    maximum over temperature; missing lines, densities off the grid and lines with a zero
+    contribution function raise ValueError.
+    """
+    missing = [line for line in lines if line not in contributions.indexes["line"]]
+    if missing:
+        raise ValueError(f"lines {missing} are not in the given contribution functions")
+    g = contributions.sel(line=lines)
+    if density is not None:
+        target = np.atleast_1d(np.asarray(density, dtype=float))
+        g = interp_log_density(g, target).rename(density_target="density")
+        g = g.assign_coords(density=("density", target, {"units": "cm-3"}))
+        if bool(g.isnull().any()):
+            raise ValueError(
+                f"density {density} is outside the contribution grid "
+                f"({float(contributions.density.min()):.3g}-"
+                f"{float(contributions.density.max()):.3g} cm-3)"
+            )
+    g = g.transpose("line", "density", "temperature")
+    peak = g.max("temperature")
+    if bool((peak <= 0).any()):
+        bad = list(peak.line.values[(peak <= 0).any("density").values])
+        raise ValueError(f"lines {bad} have zero contribution function on the grid")
+    return g, peak
+
+
 def lcr_coefficients(
     low: Sequence[str],
     high: Sequence[str],
@@ -216,7 +246,7 @@ def lcr_coefficients(
     >>> bool(abs(c.reference_ratio - 1).max() < 0.01)
     True
     """
-    low, high = _as_list(low), _as_list(high)
+    low, high = as_line_list(low), as_line_list(high)
     if not low or not high:
         raise ValueError("the LCR method needs at least one low-FIP and one high-FIP line")
     if set(low) & set(high):
@@ -224,25 +254,7 @@ def lcr_coefficients(
     lines = low + high
     if contributions is None:
         contributions = contribution_functions(lines, xuvtop=xuvtop)
-    missing = [line for line in lines if line not in contributions.indexes["line"]]
-    if missing:
-        raise ValueError(f"lines {missing} are not in the given contribution functions")
-    g = contributions.sel(line=lines)
-    if density is not None:
-        target = np.atleast_1d(np.asarray(density, dtype=float))
-        g = interp_log_density(g, target).rename(density_target="density")
-        g = g.assign_coords(density=("density", target, {"units": "cm-3"}))
-        if bool(g.isnull().any()):
-            raise ValueError(
-                f"density {density} is outside the contribution grid "
-                f"({float(contributions.density.min()):.3g}-"
-                f"{float(contributions.density.max()):.3g} cm-3)"
-            )
-    g = g.transpose("line", "density", "temperature")
-    peak = g.max("temperature")
-    if bool((peak <= 0).any()):
-        bad = list(peak.line.values[(peak <= 0).any("density").values])
-        raise ValueError(f"lines {bad} have zero contribution function on the grid")
+    g, peak = _contributions_at(contributions, lines, density)
     g_norm = g / peak
     dem_stack = _dem_stack(dems, g["temperature"].values, xuvtop)
     j = integrate_dem(g_norm, dem_stack).transpose("line", "density", "dem").values

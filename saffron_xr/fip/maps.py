@@ -17,9 +17,9 @@ import numpy as np
 import xarray as xr
 
 from .abundance import DEFAULT_PHOTOSPHERIC
-from .contribution import _density_weights
+from .contribution import density_weights
 from .dem import REFERENCE_DEMS
-from .lcr import DEFAULT_REGULARIZATION, _as_list, lcr_coefficients, two_line_coefficients
+from .lcr import DEFAULT_REGULARIZATION, as_line_list, lcr_coefficients, two_line_coefficients
 
 __all__ = ["lcr", "two_line_ratio", "line_radiance"]
 
@@ -50,7 +50,7 @@ def line_radiance(params: xr.Dataset, lines: Sequence[str] | None = None) -> xr.
             f"(amplitude, width, ...) or line radiances; got dims {tuple(params.dims)}"
         )
     if lines is not None:
-        lines = _as_list(lines)
+        lines = as_line_list(lines)
         missing = [line for line in lines if line not in params.indexes["line"]]
         if missing:
             raise KeyError(
@@ -86,7 +86,7 @@ def _fip_map(params, low, high, density, coefficients: xr.Dataset, method: str) 
     rad = line_radiance(params, lines)
     coef = coefficients["coefficient"].reset_coords(drop=True)
     if isinstance(density, xr.DataArray):
-        weights = _density_weights(coef["density"].values, density)
+        weights = density_weights(coef["density"].values, density)
         coef = xr.dot(coef.drop_vars("density"), weights, dim="density")
         coef = coef.where(weights.sum("density") > 0)
         density_attr = "map"
@@ -181,7 +181,7 @@ def lcr(
     >>> round(float(out.fip_bias), 2)
     3.0
     """
-    low, high = _as_list(low), _as_list(high)
+    low, high = as_line_list(low), as_line_list(high)
     coefficients = lcr_coefficients(
         low,
         high,

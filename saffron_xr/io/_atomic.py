@@ -15,7 +15,13 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["PART_SUFFIX", "check_destination", "part_path", "write_atomically", "write_store_atomically"]
+__all__ = [
+    "PART_SUFFIX",
+    "check_destination",
+    "part_path",
+    "write_atomically",
+    "write_store_atomically",
+]
 
 PART_SUFFIX = ".part"
 

@@ -29,7 +29,8 @@ from astropy.io import fits
 from xarray.backends import BackendArray, BackendEntrypoint
 from xarray.core import indexing
 
-from .reader import _MemmapWindow, _open_one
+from ._window_array import MemmapWindow
+from .reader import open_one
 
 __all__ = ["SpiceBackendEntrypoint", "is_spice_l2"]
 
@@ -40,7 +41,7 @@ class _SpiceWindowArray(BackendArray):
     """One window as an xarray lazily indexed array, dims ``(y, x, wavelength)`` (rasters) or
     ``(time, y, wavelength)`` (sit-and-stare); each read maps only the requested block."""
 
-    def __init__(self, source: _MemmapWindow, kind: str):
+    def __init__(self, source: MemmapWindow, kind: str):
         self.source = source
         self.kind = kind
         nt, ny, nx, nw = source.shape
@@ -54,12 +55,12 @@ class _SpiceWindowArray(BackendArray):
 
     def _getitem(self, key: tuple):
         k0, k1, k2 = key
-        # _MemmapWindow is (time, y, x, wavelength); an integer index drops its axis
+        # MemmapWindow is (time, y, x, wavelength); an integer index drops its axis
         full = (k0, k1, 0, k2) if self.kind == "sit" else (0, k0, k1, k2)
         return self.source[full]
 
 
-def _backend_array(source: _MemmapWindow, kind: str, chunks: dict, name: str):
+def _backend_array(source: MemmapWindow, kind: str, chunks: dict, name: str):
     """``make_array`` hook of the reader: a lazily indexed array plus its preferred chunks."""
     nw = source.shape[-1]
     if kind == "sit":
@@ -179,7 +180,7 @@ class SpiceBackendEntrypoint(BackendEntrypoint):
             if windows is not None:
                 raise ValueError("give either group= or windows=, not both")
             windows = [str(group).strip("/")]
-        nodes, root_attrs = _open_one(
+        nodes, root_attrs = open_one(
             path, windows, "auto", dumbbells, mixed_wcs, make_array=_backend_array
         )
         groups = {"/": xr.Dataset(attrs=root_attrs)}

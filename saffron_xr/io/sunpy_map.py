@@ -180,6 +180,61 @@ def _style(data: xr.DataArray, values: np.ndarray, cmap, norm):
     return (auto_cmap if cmap is None else cmap), (auto_norm if norm is None else norm)
 
 
+def _check_map(data) -> None:
+    """``data`` is a 2-D ``(y, x)`` DataArray with 2-D ``hpln``/``hplt`` coordinates."""
+    if not isinstance(data, xr.DataArray):
+        raise TypeError(f"to_sunpy_map takes a 2-D DataArray, not {type(data).__name__}")
+    if set(data.dims) != {"y", "x"}:
+        raise ValueError(
+            f"to_sunpy_map needs a 2-D map with dims ('y', 'x'); {data.name!r} has dims "
+            f"{data.dims}: select one element of the others first (e.g. .sel(line=...))"
+        )
+    for name in ("hpln", "hplt"):
+        if name not in data.coords or set(data[name].dims) != {"y", "x"}:
+            raise ValueError(
+                f"to_sunpy_map needs the {name!r} coordinate with dims ('y', 'x') on "
+                f"{data.name!r} (helioprojective coordinates of the window's pixels)"
+            )
+
+
+def _map_meta(data: xr.DataArray, header: fits.Header, src: fits.Header, shape) -> dict:
+    """The Map's metadata: the regridded WCS, observer, dates, provenance and measurement."""
+    meta = dict(header)
+    meta["NAXIS"] = 2
+    meta["NAXIS1"], meta["NAXIS2"] = int(shape[1]), int(shape[0])
+    for key in _OBSERVER_KEYS:
+        if key in src:
+            meta[key] = src[key]
+    missing = [k for k in ("DSUN_OBS", "HGLN_OBS", "HGLT_OBS") if k not in meta]
+    if missing or not any(k in meta for k in ("DATE-AVG", "DATE-OBS")):
+        raise ValueError(
+            f"to_sunpy_map: the window's header lacks the observer keywords {missing} or a "
+            "DATE-OBS; sunpy would assume an Earth observer"
+        )
+    for key in _PROVENANCE_KEYS:
+        if key in data.attrs:
+            meta[key] = data.attrs[key]
+    if "XPOSURE" in data.attrs:
+        meta["EXPTIME"] = data.attrs["XPOSURE"]
+    meta.setdefault("INSTRUME", "SPICE")
+    meta["OBSRVTRY"] = "Solar Orbiter"
+    units = str(data.attrs.get("units", "")).strip()
+    if units:
+        meta["BUNIT"] = units
+    if "rest_wavelength" in data.coords and data["rest_wavelength"].ndim == 0:
+        meta["WAVELNTH"] = float(data["rest_wavelength"])
+        meta["WAVEUNIT"] = "Angstrom"
+    elif "wavelength" in data.coords and data["wavelength"].ndim == 0:
+        meta["WAVELNTH"] = float(data["wavelength"])
+        meta["WAVEUNIT"] = "Angstrom"
+    measurement = str(data.attrs.get("long_name") or data.name or "")
+    if "line" in data.coords and data["line"].ndim == 0:
+        measurement = f"{data['line'].item()} {measurement}".strip()
+    if measurement:
+        meta["BTYPE"] = measurement
+    return meta
+
+
 def to_sunpy_map(data: xr.DataArray, *, wcs_source=None, cmap=None, norm=None):
     """A :class:`sunpy.map.GenericMap` of a 2-D ``(y, x)`` map from a SPICE window.
 
@@ -236,19 +291,7 @@ def to_sunpy_map(data: xr.DataArray, *, wcs_source=None, cmap=None, norm=None):
         import sunpy.map
     except ImportError as exc:
         raise ImportError("to_sunpy_map needs sunpy: pip install 'saffron_xr[sunpy]'") from exc
-    if not isinstance(data, xr.DataArray):
-        raise TypeError(f"to_sunpy_map takes a 2-D DataArray, not {type(data).__name__}")
-    if set(data.dims) != {"y", "x"}:
-        raise ValueError(
-            f"to_sunpy_map needs a 2-D map with dims ('y', 'x'); {data.name!r} has dims "
-            f"{data.dims}: select one element of the others first (e.g. .sel(line=...))"
-        )
-    for name in ("hpln", "hplt"):
-        if name not in data.coords or set(data[name].dims) != {"y", "x"}:
-            raise ValueError(
-                f"to_sunpy_map needs the {name!r} coordinate with dims ('y', 'x') on "
-                f"{data.name!r} (helioprojective coordinates of the window's pixels)"
-            )
+    _check_map(data)
     text = _header_text(wcs_source) if wcs_source is not None else _header_text(data)
     if not text:
         raise ValueError(
@@ -271,39 +314,7 @@ def to_sunpy_map(data: xr.DataArray, *, wcs_source=None, cmap=None, norm=None):
     values = np.asarray(data.values)
     if values.dtype.kind not in "f":
         values = values.astype(np.float64)
-    meta = dict(header)
-    meta["NAXIS"] = 2
-    meta["NAXIS1"], meta["NAXIS2"] = int(values.shape[1]), int(values.shape[0])
-    for key in _OBSERVER_KEYS:
-        if key in src:
-            meta[key] = src[key]
-    missing = [k for k in ("DSUN_OBS", "HGLN_OBS", "HGLT_OBS") if k not in meta]
-    if missing or not any(k in meta for k in ("DATE-AVG", "DATE-OBS")):
-        raise ValueError(
-            f"to_sunpy_map: the window's header lacks the observer keywords {missing} or a "
-            "DATE-OBS; sunpy would assume an Earth observer"
-        )
-    for key in _PROVENANCE_KEYS:
-        if key in data.attrs:
-            meta[key] = data.attrs[key]
-    if "XPOSURE" in data.attrs:
-        meta["EXPTIME"] = data.attrs["XPOSURE"]
-    meta.setdefault("INSTRUME", "SPICE")
-    meta["OBSRVTRY"] = "Solar Orbiter"
-    units = str(data.attrs.get("units", "")).strip()
-    if units:
-        meta["BUNIT"] = units
-    if "rest_wavelength" in data.coords and data["rest_wavelength"].ndim == 0:
-        meta["WAVELNTH"] = float(data["rest_wavelength"])
-        meta["WAVEUNIT"] = "Angstrom"
-    elif "wavelength" in data.coords and data["wavelength"].ndim == 0:
-        meta["WAVELNTH"] = float(data["wavelength"])
-        meta["WAVEUNIT"] = "Angstrom"
-    measurement = str(data.attrs.get("long_name") or data.name or "")
-    if "line" in data.coords and data["line"].ndim == 0:
-        measurement = f"{data['line'].item()} {measurement}".strip()
-    if measurement:
-        meta["BTYPE"] = measurement
+    meta = _map_meta(data, header, src, values.shape)
     smap = sunpy.map.Map(values, meta)
     style_cmap, style_norm = _style(data, values, cmap, norm)
     smap.plot_settings["cmap"] = style_cmap

@@ -62,7 +62,7 @@ import dask
 import numpy as np
 import xarray as xr
 
-from .noise import _DEFAULT_DARK_FACTOR, _radiance_units, _terms_units, spice_noise_terms
+from .noise import DEFAULT_DARK_FACTOR, radiance_units, spice_noise_terms, terms_units
 
 __all__ = ["calibrate_error", "calibrate_noise_terms", "error_from_terms"]
 
@@ -124,7 +124,7 @@ def error_from_terms(radiance: xr.DataArray, terms: xr.Dataset) -> xr.DataArray:
         if k not in ("long_name", "standard_name", "BTYPE", "units")
     }
     attrs.update(terms.attrs)
-    attrs["units"] = _radiance_units(radiance)
+    attrs["units"] = radiance_units(radiance)
     attrs["long_name"] = "1-sigma radiance uncertainty, sqrt(photon max(I,0) + floor)"
     return sigma.rename("error").assign_attrs(attrs)
 
@@ -141,7 +141,7 @@ def calibrate_noise_terms(
     nbin2: int | None = None,
     nbin3: int | None = None,
     detector: str | None = None,
-    dark_factor: int = _DEFAULT_DARK_FACTOR,
+    dark_factor: int = DEFAULT_DARK_FACTOR,
 ) -> xr.Dataset:
     """The noise terms ``photon`` and ``floor`` rescaled to the noise measured in the data.
 
@@ -193,22 +193,38 @@ def calibrate_noise_terms(
     if terms is not None and error is not None:
         raise ValueError("calibrate_noise_terms: give terms= or error=, not both")
     if terms is None and error is None:
-        terms = spice_noise_terms(
-            radiance,
-            radcal=radcal,
-            xposure=xposure,
-            nbin2=nbin2,
-            nbin3=nbin3,
-            detector=detector,
-            dark_factor=dark_factor,
-        )
+        header = dict(radcal=radcal, xposure=xposure, nbin2=nbin2, nbin3=nbin3, detector=detector)
+        terms = spice_noise_terms(radiance, **header, dark_factor=dark_factor)
         source = "SPICE noise model (spice_noise_terms) from the header keywords"
     elif terms is not None:
         _check_terms(terms)
         source = "terms given"
     else:
         source = "fitted to the given error: error**2 = photon I + floor (I >= 0), per wavelength"
+    values, photon_v, floor_v, model_terms, fit_residual, description = _statistics_pass(
+        radiance, terms, error, max_samples
+    )
+    result = _measure(values, photon_v, floor_v, lags)
+    out = _calibrated_terms(model_terms, result, lags, description, source, fit_residual)
+    floor_ratio = out.attrs["noise_floor_ratio"]
+    signal_ratio = out.attrs["noise_signal_ratio"]
+    _log.info(
+        "noise calibration: floor x%.3f, signal term x%.3f (%s)",
+        floor_ratio,
+        signal_ratio,
+        "measured" if result["signal_measured"] else "model kept",
+    )
+    return out
 
+
+def _statistics_pass(radiance, terms, error, max_samples: int):
+    """The one compute of the calibration: a subsample of the radiance and its model terms.
+
+    Returns ``(values, photon, floor, model_terms, fit_residual, description)``: the
+    subsample (float64, dims ``(y, wavelength, ...)``), the model terms broadcast onto it,
+    the terms as a Dataset (fitted to ``error`` when ``terms`` is None), the relative rms of
+    that fit (None otherwise) and a description of the subsample.
+    """
     sub, sel, description = _subsample(radiance, max_samples)
     sub = sub.transpose(*_DIMS, ...)
     lazy = [sub]
@@ -240,7 +256,11 @@ def calibrate_noise_terms(
         floor_v = np.broadcast_to(floor_w[None, :, None], values.shape)
         model_terms = _terms_dataset(radiance, photon_w, floor_w, error)
 
-    result = _measure(values, photon_v, floor_v, lags)
+    return values, photon_v, floor_v, model_terms, fit_residual, description
+
+
+def _calibrated_terms(model_terms, result, lags, description, source, fit_residual):
+    """The model terms scaled by the measured variance ratios, with the calibration record."""
     a = result["signal_variance_ratio"]
     b = result["floor_variance_ratio"]
     floor_ratio = math.sqrt(b)
@@ -287,12 +307,6 @@ def calibrate_noise_terms(
         },
         attrs=attrs,
     )
-    _log.info(
-        "noise calibration: floor x%.3f, signal term x%.3f (%s)",
-        floor_ratio,
-        signal_ratio,
-        "measured" if result["signal_measured"] else "model kept",
-    )
     return out
 
 
@@ -308,7 +322,7 @@ def calibrate_error(
     nbin2: int | None = None,
     nbin3: int | None = None,
     detector: str | None = None,
-    dark_factor: int = _DEFAULT_DARK_FACTOR,
+    dark_factor: int = DEFAULT_DARK_FACTOR,
 ) -> xr.DataArray:
     """Per-sample 1-sigma errors with the noise model rescaled to the noise in the data.
 
@@ -640,7 +654,7 @@ def _terms_from_error(values, err):
 
 
 def _terms_dataset(radiance, photon, floor, error) -> xr.Dataset:
-    units, squared = _terms_units(radiance)
+    units, squared = terms_units(radiance)
     wl = (
         radiance["wavelength"].reset_coords(drop=True) if "wavelength" in radiance.coords else None
     )

@@ -271,6 +271,69 @@ def _halo(groups, dims) -> dict[str, int]:
     return depth
 
 
+def _checked_settings(radiance, error, scales, spectral_scales, threshold, transform):
+    """Validated ``(spectral_scales, thresholds)`` of :func:`denoise` (one threshold a scale)."""
+    if transform not in ("2d1d", "isotropic"):
+        raise ValueError(f"denoise: transform must be '2d1d' or 'isotropic', got {transform!r}")
+    if scales < 1:
+        raise ValueError(f"denoise: scales must be >= 1, got {scales}")
+    spectral_scales = int(spectral_scales)
+    if spectral_scales < 0:
+        raise ValueError(f"denoise: spectral_scales must be >= 0, got {spectral_scales}")
+    thresholds = (
+        (float(threshold),) * scales
+        if np.ndim(threshold) == 0
+        else tuple(float(t) for t in threshold)
+    )
+    if len(thresholds) != scales or any(t < 0 for t in thresholds):
+        raise ValueError(
+            f"denoise: threshold needs {scales} non-negative values (finest scale first), "
+            f"got {threshold!r}"
+        )
+    if set(error.dims) != set(radiance.dims) or any(
+        error.sizes[d] != radiance.sizes[d] for d in radiance.dims
+    ):
+        raise ValueError(
+            f"denoise: error dims {dict(error.sizes)} differ from radiance dims "
+            f"{dict(radiance.sizes)}"
+        )
+    if "wavelength" not in radiance.dims:
+        raise ValueError(f"denoise: needs a 'wavelength' dim, got {radiance.dims}")
+    return spectral_scales, thresholds
+
+
+def _transform_groups(dims, spatial_dims, transform: str, scales: int, spectral_scales: int):
+    """The starlet's ``((axes, n_scales), ...)``: spatial (and spectral) axes of ``dims``."""
+    spatial = tuple(dims.index(d) for d in spatial_dims if d in dims)
+    spectral = (dims.index("wavelength"),)
+    if transform == "isotropic":
+        groups = ((spatial + spectral, scales),)
+    elif spectral_scales == 0:
+        groups = ((spatial, scales),)
+    else:
+        groups = ((spatial, scales), (spectral, spectral_scales))
+    if not groups[0][0]:
+        raise ValueError(f"denoise: none of the spatial dims {tuple(spatial_dims)} in {dims}")
+    return groups
+
+
+def _denoised_dataset(value, sigma, rad_attrs, err_attrs_in, provenance: dict) -> xr.Dataset:
+    """The result of :func:`denoise`: radiance and error with the inputs' and provenance attrs."""
+    attrs = dict(rad_attrs)
+    attrs.update(provenance)
+    attrs.setdefault("units", "W m-2 sr-1 nm-1")
+    err_attrs = dict(err_attrs_in)
+    err_attrs.update(provenance)
+    err_attrs["units"] = str(err_attrs_in.get("units", attrs["units"]))
+    err_attrs["long_name"] = "1-sigma error of the denoised radiance (linearised, see docs)"
+    return xr.Dataset(
+        {
+            "radiance": value.rename(None).assign_attrs(attrs),
+            "error": sigma.rename(None).assign_attrs(err_attrs),
+        }
+    )
+
+
 def denoise(
     radiance: xr.DataArray,
     error: xr.DataArray,
@@ -355,44 +418,12 @@ def denoise(
     >>> round(float((out.radiance - 1).std()), 3), round(float(out.error.median()), 3)
     (0.016, 0.017)
     """
-    if transform not in ("2d1d", "isotropic"):
-        raise ValueError(f"denoise: transform must be '2d1d' or 'isotropic', got {transform!r}")
-    if scales < 1:
-        raise ValueError(f"denoise: scales must be >= 1, got {scales}")
-    spectral_scales = int(spectral_scales)
-    if spectral_scales < 0:
-        raise ValueError(f"denoise: spectral_scales must be >= 0, got {spectral_scales}")
-    thresholds = (
-        (float(threshold),) * scales
-        if np.ndim(threshold) == 0
-        else tuple(float(t) for t in threshold)
+    spectral_scales, thresholds = _checked_settings(
+        radiance, error, scales, spectral_scales, threshold, transform
     )
-    if len(thresholds) != scales or any(t < 0 for t in thresholds):
-        raise ValueError(
-            f"denoise: threshold needs {scales} non-negative values (finest scale first), "
-            f"got {threshold!r}"
-        )
-    if set(error.dims) != set(radiance.dims) or any(
-        error.sizes[d] != radiance.sizes[d] for d in radiance.dims
-    ):
-        raise ValueError(
-            f"denoise: error dims {dict(error.sizes)} differ from radiance dims "
-            f"{dict(radiance.sizes)}"
-        )
-    if "wavelength" not in radiance.dims:
-        raise ValueError(f"denoise: needs a 'wavelength' dim, got {radiance.dims}")
     error = error.transpose(*radiance.dims)
     dims = radiance.dims
-    spatial = tuple(dims.index(d) for d in spatial_dims if d in dims)
-    spectral = (dims.index("wavelength"),)
-    if transform == "isotropic":
-        groups = ((spatial + spectral, scales),)
-    elif spectral_scales == 0:
-        groups = ((spatial, scales),)
-    else:
-        groups = ((spatial, scales), (spectral, spectral_scales))
-    if not groups[0][0]:
-        raise ValueError(f"denoise: none of the spatial dims {tuple(spatial_dims)} in {dims}")
+    groups = _transform_groups(dims, spatial_dims, transform, scales, spectral_scales)
     depth = _halo(groups, dims)
     arrays = [radiance, error]
     kwargs = {"groups": groups, "thresholds": thresholds}
@@ -417,16 +448,4 @@ def denoise(
         "denoise_threshold": " ".join(f"{t:g}" for t in thresholds),
         "denoise_dims": " ".join(dims[a] for axes, _ in groups for a in axes),
     }
-    attrs = dict(radiance.attrs)
-    attrs.update(provenance)
-    attrs.setdefault("units", "W m-2 sr-1 nm-1")
-    err_attrs = dict(error.attrs)
-    err_attrs.update(provenance)
-    err_attrs["units"] = str(error.attrs.get("units", attrs["units"]))
-    err_attrs["long_name"] = "1-sigma error of the denoised radiance (linearised, see docs)"
-    return xr.Dataset(
-        {
-            "radiance": value.rename(None).assign_attrs(attrs),
-            "error": sigma.rename(None).assign_attrs(err_attrs),
-        }
-    )
+    return _denoised_dataset(value, sigma, radiance.attrs, error.attrs, provenance)

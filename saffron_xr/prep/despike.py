@@ -27,7 +27,7 @@ import numpy as np
 import xarray as xr
 
 from ._overlap import apply_overlap
-from .noise import _DEFAULT_DARK_FACTOR, _model_sigma, _noise_terms
+from .noise import DEFAULT_DARK_FACTOR, model_sigma, noise_model_terms
 
 __all__ = ["despike"]
 
@@ -125,7 +125,7 @@ def despike(
     n_sigma: float = 5.0,
     size: int | Mapping[str, int] = 3,
     replace: str = "nan",
-    dark_factor: int = _DEFAULT_DARK_FACTOR,
+    dark_factor: int = DEFAULT_DARK_FACTOR,
     local_scatter: bool = True,
 ) -> tuple[xr.DataArray, xr.DataArray]:
     """Remove cosmic-ray hits, using the local median and the SPICE noise model.
@@ -189,13 +189,13 @@ def despike(
     if n_sigma <= 0:
         raise ValueError(f"despike: n_sigma must be positive, got {n_sigma}")
     sizes = _window_sizes(radiance, size)
-    photon, floor, _ = _noise_terms(radiance, dark_factor=dark_factor)
+    photon, floor, _ = noise_model_terms(radiance, dark_factor=dark_factor)
 
     median_box = _box_median(radiance, sizes)
     spectral = {d: (sizes["wavelength"] if d == "wavelength" else 1) for d in radiance.dims}
     median_spectral = _box_median(radiance, spectral)
     reference = np.fmax(median_box, median_spectral)
-    noise = _model_sigma(reference, photon, floor)
+    noise = model_sigma(reference, photon, floor)
     if local_scatter:
         noise = np.fmax(noise, _box_median(radiance, sizes, scatter=True))
     spikes = (radiance - reference) > n_sigma * noise

@@ -42,7 +42,8 @@ SPICE_NOISE_CONSTANTS: Mapping[str, Mapping[str, float]] = MappingProxyType(
     }
 )
 
-_DEFAULT_DARK_FACTOR = 2
+#: Default dark-subtraction factor ``k`` (a dark frame of the same exposure was subtracted).
+DEFAULT_DARK_FACTOR = 2
 
 
 def _keyword(radiance: xr.DataArray, key: str, override):
@@ -61,11 +62,12 @@ def _keyword(radiance: xr.DataArray, key: str, override):
     )
 
 
-def _radiance_units(radiance: xr.DataArray) -> str:
+def radiance_units(radiance: xr.DataArray) -> str:
+    """The radiance unit string of ``radiance`` (``units``, else ``BUNIT``, else SPICE's)."""
     return str(radiance.attrs.get("units", radiance.attrs.get("BUNIT", "W m-2 sr-1 nm-1")))
 
 
-def _noise_terms(
+def noise_model_terms(
     radiance: xr.DataArray,
     *,
     radcal=None,
@@ -73,7 +75,7 @@ def _noise_terms(
     nbin2=None,
     nbin3=None,
     detector=None,
-    dark_factor: int | float = _DEFAULT_DARK_FACTOR,
+    dark_factor: int | float = DEFAULT_DARK_FACTOR,
 ):
     """The two terms of the noise model in radiance units, plus the constants used.
 
@@ -142,11 +144,11 @@ def _noise_terms(
     return photon, floor, info
 
 
-def _terms_units(radiance: xr.DataArray) -> tuple[str, str]:
+def terms_units(radiance: xr.DataArray) -> tuple[str, str]:
     """Units of the photon term (radiance unit) and of the floor (radiance unit squared)."""
     import astropy.units as u
 
-    units = _radiance_units(radiance)
+    units = radiance_units(radiance)
     try:
         squared = (u.Unit(units) ** 2).to_string()
     except ValueError:
@@ -162,7 +164,7 @@ def spice_noise_terms(
     nbin2: int | None = None,
     nbin3: int | None = None,
     detector: str | None = None,
-    dark_factor: int = _DEFAULT_DARK_FACTOR,
+    dark_factor: int = DEFAULT_DARK_FACTOR,
 ) -> xr.Dataset:
     """The two terms of the SPICE noise model, ``sigma**2 = photon * max(I, 0) + floor``.
 
@@ -199,7 +201,7 @@ def spice_noise_terms(
     >>> round(float(terms.photon), 5), round(float(terms.floor), 5)
     (0.09384, 0.07117)
     """
-    photon, floor, info = _noise_terms(
+    photon, floor, info = noise_model_terms(
         radiance,
         radcal=radcal,
         xposure=xposure,
@@ -208,7 +210,7 @@ def spice_noise_terms(
         detector=detector,
         dark_factor=dark_factor,
     )
-    units, squared = _terms_units(radiance)
+    units, squared = terms_units(radiance)
 
     def _as_da(value, attrs):
         da = value if isinstance(value, xr.DataArray) else xr.DataArray(float(value))
@@ -237,7 +239,7 @@ def spice_noise_terms(
     return ds
 
 
-def _model_sigma(signal: xr.DataArray, photon, floor) -> xr.DataArray:
+def model_sigma(signal: xr.DataArray, photon, floor) -> xr.DataArray:
     """sigma of the model for a signal, with the negative-signal rule (float64 or input)."""
     positive = np.sqrt(photon * signal.clip(min=0) + floor)
     negative = abs(signal) + np.sqrt(floor)
@@ -252,7 +254,7 @@ def spice_error(
     nbin2: int | None = None,
     nbin3: int | None = None,
     detector: str | None = None,
-    dark_factor: int = _DEFAULT_DARK_FACTOR,
+    dark_factor: int = DEFAULT_DARK_FACTOR,
 ) -> xr.DataArray:
     """Per-sample 1-sigma error of SPICE L2 radiances from the SPICE noise model.
 
@@ -308,7 +310,7 @@ def spice_error(
     >>> float(err[0, 0, 0]).__round__(4)
     0.2668
     """
-    photon, floor, info = _noise_terms(
+    photon, floor, info = noise_model_terms(
         radiance,
         radcal=radcal,
         xposure=xposure,
@@ -318,7 +320,7 @@ def spice_error(
         dark_factor=dark_factor,
     )
     dtype = radiance.dtype if np.issubdtype(radiance.dtype, np.floating) else np.float64
-    sigma = _model_sigma(radiance, photon, floor).astype(dtype)
+    sigma = model_sigma(radiance, photon, floor).astype(dtype)
     sigma = sigma.transpose(*radiance.dims)
     # keep the header keywords for provenance, but not what describes the radiance itself
     attrs = {
@@ -327,6 +329,6 @@ def spice_error(
         if k not in ("long_name", "standard_name", "BTYPE", "units")
     }
     attrs.update(info)
-    attrs["units"] = _radiance_units(radiance)
+    attrs["units"] = radiance_units(radiance)
     attrs["long_name"] = "1-sigma radiance uncertainty (SPICE noise model)"
     return sigma.rename("error").assign_attrs(attrs)
