@@ -29,7 +29,7 @@ def derive_all(
     Parameters
     ----------
     params : xarray.Dataset
-        Fitted parameters.
+        Fitted parameters (:func:`saffron_xr.fit_lines`), returned with the derived variables.
     doppler_reference : optional
         See :func:`doppler_velocity` (default ``"median"``: the median centroid of each line
         over the kept pixels, which removes SPICE's wavelength-scale offset).

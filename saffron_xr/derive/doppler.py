@@ -89,8 +89,7 @@ def doppler_velocity(params: xr.Dataset, reference="median", *, mask="good") -> 
         line. A DataArray: wavelengths in Angstrom whose dims are among the centroid's (e.g.
         ``line``, or ``(line, x)``).
     mask : {"good", "usable", None} or xarray.DataArray, default "good"
-        Which pixels keep a value (others NaN); see the module documentation. The rule is
-        recorded in the ``mask_rule`` attribute.
+        Which pixels keep a value (others NaN; rule in :mod:`saffron_xr.derive`, ``mask_rule``).
 
     Returns
     -------

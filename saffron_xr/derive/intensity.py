@@ -28,8 +28,7 @@ def radiance(params: xr.Dataset, *, mask="good") -> xr.Dataset:
     params : xarray.Dataset
         Fitted parameters with ``amplitude``, ``width``, ``amplitude_err``, ``width_err``.
     mask : {"good", "usable", None} or xarray.DataArray, default "good"
-        Which pixels keep a value (others NaN); see the module documentation. The rule is
-        recorded in the ``mask_rule`` attribute.
+        Which pixels keep a value (others NaN; rule in :mod:`saffron_xr.derive`, ``mask_rule``).
 
     Returns
     -------

@@ -123,8 +123,7 @@ def fwhm(params: xr.Dataset, *, mask="good") -> xr.Dataset:
     params : xarray.Dataset
         Fitted parameters with ``width`` and ``width_err`` (Gaussian sigma).
     mask : {"good", "usable", None} or xarray.DataArray, default "good"
-        Which pixels keep a value (others NaN); see the module documentation. The rule is
-        recorded in the ``mask_rule`` attribute.
+        Which pixels keep a value (others NaN; rule in :mod:`saffron_xr.derive`, ``mask_rule``).
 
     Returns
     -------
@@ -300,8 +299,7 @@ def nonthermal_velocity(
     slit_width, detector : optional
         Passed to the default instrumental width lookup.
     mask : {"good", "usable", None} or xarray.DataArray, default "good"
-        Which pixels keep a value (others NaN); see the module documentation. The rule is
-        recorded in the ``mask_rule`` attribute.
+        Which pixels keep a value (others NaN; rule in :mod:`saffron_xr.derive`, ``mask_rule``).
 
     Returns
     -------
