@@ -12,7 +12,7 @@ import xarray as xr
 import saffron_xr
 from saffron_xr import derive
 from saffron_xr.plot import explore, explore_results, explore_window, line_label, quicklook
-from saffron_xr.plot.quicklook import _corners
+from saffron_xr.plot._geometry import pixel_corners
 from saffron_xr.testing import raise_if_dask_computes
 
 NE8_NODE = "Ne_VIII_770_Peak_data"
@@ -152,12 +152,12 @@ def test_line_label():
 
 def test_corners_of_a_regular_grid_are_half_steps():
     ys, xs = np.meshgrid(np.arange(4) * 1.5, 10 + np.arange(3) * 4.0, indexing="ij")
-    c = _corners(np.stack([xs, ys], -1), [0, 1.5], [4.0, 0])
+    c = pixel_corners(np.stack([xs, ys], -1), [0, 1.5], [4.0, 0])
     assert c.shape == (5, 4, 2)
     np.testing.assert_allclose(c[0, 0], [8.0, -0.75])
     np.testing.assert_allclose(c[-1, -1], [20.0, 5.25])
     # a single raster step: the cell is the given step wide
-    c1 = _corners(np.stack([xs[:, :1], ys[:, :1]], -1), [0, 1.5], [4.0, 0])
+    c1 = pixel_corners(np.stack([xs[:, :1], ys[:, :1]], -1), [0, 1.5], [4.0, 0])
     np.testing.assert_allclose(c1[0, :, 0], [8.0, 12.0])
 
 
