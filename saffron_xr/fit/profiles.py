@@ -1,4 +1,9 @@
-"""Line profiles in numpy: the package's one Gaussian outside the numba kernel."""
+"""Line profiles in numpy: the one Gaussian of the package outside the numba kernels.
+
+``fit/_kernels.py`` has its own compiled Gaussian (evaluated only near each line, by
+recurrence on uniform grids); everything else that draws a line (``model_spectrum``, the
+scipy reference fit, the synthetic data, the plots) uses :func:`gaussian`.
+"""
 
 from __future__ import annotations
 
@@ -8,32 +13,35 @@ __all__ = ["gaussian"]
 
 
 def gaussian(wavelength, amplitude, centroid, width):
-    """A Gaussian line profile, ``amplitude * exp(-((wavelength - centroid) / width)**2 / 2)``.
+    """Gaussian line profile ``amplitude * exp(-0.5 * ((wavelength - centroid) / width)**2)``.
 
-    Plain arithmetic, so it broadcasts numpy arrays and xarray objects alike (and stays lazy
-    on dask-backed DataArrays).
+    The arguments broadcast against each other by numpy's rules (xarray objects broadcast by
+    dimension name); the result has their common shape and the precision of the inputs
+    (float32 in, float32 out).
 
     Parameters
     ----------
-    wavelength : array-like or xarray.DataArray
-        Where to evaluate the profile (same unit as ``centroid`` and ``width``).
-    amplitude : float, array-like or xarray.DataArray
+    wavelength : array-like
+        Wavelengths (same unit as `centroid` and `width`).
+    amplitude : array-like
         Peak value.
-    centroid : float, array-like or xarray.DataArray
-        Centre wavelength.
-    width : float, array-like or xarray.DataArray
+    centroid : array-like
+        Line centre.
+    width : array-like
         Gaussian sigma (not the FWHM).
 
     Returns
     -------
     numpy.ndarray or xarray.DataArray
-        The profile, broadcast over the arguments.
+        The profile; a scalar for scalar inputs.
 
     Examples
     --------
     >>> import numpy as np
     >>> gaussian(np.array([770.0, 770.1]), 2.0, 770.0, 0.1).round(4)
     array([2.    , 1.2131])
+    >>> gaussian(np.zeros((3, 1)), np.ones(4), 0.0, 1.0).shape
+    (3, 4)
     """
-    z = (wavelength - centroid) / width
+    z = (wavelength - centroid) * (1.0 / width)  # one division per line, not per sample
     return amplitude * np.exp(-0.5 * z * z)
