@@ -1,7 +1,9 @@
 """The ``.saffron`` accessors (DataArray, Dataset, DataTree) and ``.fip`` (Dataset).
 
 Each method forwards in one line to a public function with the same explicit signature;
-the accessors hold no state. Sections belong to sub-packages: add methods in yours.
+the accessors hold no state. Sections belong to sub-packages: add methods in yours. Methods
+that several accessors offer are written once, in a small base class (plot methods on all
+three ``.saffron`` accessors, result writers on the Dataset and DataTree ones).
 """
 
 from __future__ import annotations
@@ -9,8 +11,54 @@ from __future__ import annotations
 import xarray as xr
 
 
+class _PlotMethods:
+    """Plot methods of every ``.saffron`` accessor (DataArray, Dataset and DataTree)."""
+
+    _obj: xr.DataArray | xr.Dataset | xr.DataTree
+
+    def quicklook(self, path=None, *, velocity_reference=None, percentile=99.0, dpi=100):
+        """Static overview figure; see :func:`saffron_xr.plot.quicklook` (computes)."""
+        from .plot.quicklook import quicklook
+
+        return quicklook(self._obj, path, velocity_reference=velocity_reference, percentile=percentile, dpi=dpi)  # fmt: skip
+
+    def explore(self, results=None, *, window=None):
+        """Interactive explorer; see :func:`saffron_xr.plot.explore` (lazy until shown)."""
+        from .plot.explorer import explore
+
+        return explore(self._obj, results, window=window)
+
+
+class _WriteMethods:
+    """Writers of fit results, on the Dataset (one window) and DataTree (per window) accessors."""
+
+    _obj: xr.Dataset | xr.DataTree
+
+    def to_netcdf(
+        self,
+        path,
+        *,
+        config=None,
+        provenance=None,
+        compression_level=4,
+        overwrite=True,
+        format=None,
+    ):
+        """Write as a results file, one group per window; see :func:`saffron_xr.to_netcdf`
+        (computes)."""
+        from .io.netcdf import to_netcdf
+
+        return to_netcdf(self._obj, path, config=config, provenance=provenance, compression_level=compression_level, overwrite=overwrite, format=format)  # fmt: skip
+
+    def to_l3_fits(self, path, *, data=None, overwrite=True):
+        """Write SOLARNET/SPICE L3-style FITS; see :func:`saffron_xr.to_l3_fits` (computes)."""
+        from .io.l3fits import to_l3_fits
+
+        return to_l3_fits(self._obj, path, data=data, overwrite=overwrite)
+
+
 @xr.register_dataarray_accessor("saffron")
-class SaffronDataArrayAccessor:
+class SaffronDataArrayAccessor(_PlotMethods):
     """Methods on a SPICE radiance DataArray: preparation and fitting."""
 
     def __init__(self, obj):
@@ -122,19 +170,6 @@ class SaffronDataArrayAccessor:
 
         return guess_model(self._obj, catalog, error=error, options=options, return_report=return_report, **settings)  # fmt: skip
 
-    # --- plot ---
-    def quicklook(self, path=None, *, velocity_reference=None, percentile=99.0, dpi=100):
-        """Static overview figure; see :func:`saffron_xr.plot.quicklook` (computes)."""
-        from .plot import quicklook
-
-        return quicklook(self._obj, path, velocity_reference=velocity_reference, percentile=percentile, dpi=dpi)  # fmt: skip
-
-    def explore(self, results=None, *, window=None):
-        """Interactive explorer; see :func:`saffron_xr.plot.explore` (lazy until shown)."""
-        from .plot import explore
-
-        return explore(self._obj, results, window=window)
-
     # --- io: sunpy ---
     def to_sunpy_map(self, *, wcs_source=None, cmap=None, norm=None):
         """A sunpy Map of this 2-D (y, x) map; see :func:`saffron_xr.to_sunpy_map` (computes)."""
@@ -144,7 +179,7 @@ class SaffronDataArrayAccessor:
 
 
 @xr.register_dataset_accessor("saffron")
-class SaffronDatasetAccessor:
+class SaffronDatasetAccessor(_PlotMethods, _WriteMethods):
     """Methods on a window Dataset or a fitted-parameter Dataset."""
 
     def __init__(self, obj):
@@ -207,49 +242,15 @@ class SaffronDatasetAccessor:
         return derive_all(self._obj, doppler_reference=doppler_reference, log_t=log_t, instrumental_fwhm=instrumental_fwhm, nonthermal=nonthermal, gradient=gradient, mask=mask)  # fmt: skip
 
     # --- io ---
-    def to_netcdf(
-        self,
-        path,
-        *,
-        config=None,
-        provenance=None,
-        compression_level=4,
-        overwrite=True,
-        format=None,
-    ):
-        """Write as a results file; see :func:`saffron_xr.to_netcdf` (computes)."""
-        from .io.netcdf import to_netcdf
-
-        return to_netcdf(self._obj, path, config=config, provenance=provenance, compression_level=compression_level, overwrite=overwrite, format=format)  # fmt: skip
-
-    def to_l3_fits(self, path, *, data=None, overwrite=True):
-        """Write SOLARNET/SPICE L3-style FITS; see :func:`saffron_xr.to_l3_fits` (computes)."""
-        from .io.l3fits import to_l3_fits
-
-        return to_l3_fits(self._obj, path, data=data, overwrite=overwrite)
-
     def reconstruct(self, data=None, *, window=None, wavelength=None, error=None):
         """Model cube and residuals; see :func:`saffron_xr.reconstruct` (lazy)."""
         from .io.reconstruct import reconstruct
 
         return reconstruct(self._obj, data, window=window, wavelength=wavelength, error=error)
 
-    # --- plot ---
-    def quicklook(self, path=None, *, velocity_reference=None, percentile=99.0, dpi=100):
-        """Static overview figure; see :func:`saffron_xr.plot.quicklook` (computes)."""
-        from .plot import quicklook
-
-        return quicklook(self._obj, path, velocity_reference=velocity_reference, percentile=percentile, dpi=dpi)  # fmt: skip
-
-    def explore(self, results=None, *, window=None):
-        """Interactive explorer; see :func:`saffron_xr.plot.explore` (lazy until shown)."""
-        from .plot import explore
-
-        return explore(self._obj, results, window=window)
-
 
 @xr.register_datatree_accessor("saffron")
-class SaffronDataTreeAccessor:
+class SaffronDataTreeAccessor(_PlotMethods, _WriteMethods):
     """Methods on a DataTree of SPICE windows or of per-window results."""
 
     def __init__(self, obj):
@@ -263,41 +264,6 @@ class SaffronDataTreeAccessor:
         from .catalog import guess_models
 
         return guess_models(self._obj, catalog, windows=windows, variable=variable, error=error, errors=errors, options=options, **settings)  # fmt: skip
-
-    # --- io ---
-    def to_netcdf(
-        self,
-        path,
-        *,
-        config=None,
-        provenance=None,
-        compression_level=4,
-        overwrite=True,
-        format=None,
-    ):
-        """Write per-window results; see :func:`saffron_xr.to_netcdf` (computes)."""
-        from .io.netcdf import to_netcdf
-
-        return to_netcdf(self._obj, path, config=config, provenance=provenance, compression_level=compression_level, overwrite=overwrite, format=format)  # fmt: skip
-
-    def to_l3_fits(self, path, *, data=None, overwrite=True):
-        """Write SOLARNET/SPICE L3-style FITS; see :func:`saffron_xr.to_l3_fits` (computes)."""
-        from .io.l3fits import to_l3_fits
-
-        return to_l3_fits(self._obj, path, data=data, overwrite=overwrite)
-
-    # --- plot ---
-    def quicklook(self, path=None, *, velocity_reference=None, percentile=99.0, dpi=100):
-        """Static overview figure; see :func:`saffron_xr.plot.quicklook` (computes)."""
-        from .plot import quicklook
-
-        return quicklook(self._obj, path, velocity_reference=velocity_reference, percentile=percentile, dpi=dpi)  # fmt: skip
-
-    def explore(self, results=None, *, window=None):
-        """Interactive explorer; see :func:`saffron_xr.plot.explore` (lazy until shown)."""
-        from .plot import explore
-
-        return explore(self._obj, results, window=window)
 
 
 @xr.register_dataset_accessor("fip")

@@ -12,7 +12,7 @@ import xarray as xr
 import saffron_xr
 from saffron_xr import derive
 from saffron_xr.plot import explore, explore_results, explore_window, line_label, quicklook
-from saffron_xr.plot.quicklook import _corners
+from saffron_xr.plot._geometry import pixel_corners
 from saffron_xr.testing import raise_if_dask_computes
 
 NE8_NODE = "Ne_VIII_770_Peak_data"
@@ -150,14 +150,40 @@ def test_line_label():
     assert line_label("not a line") == "not a line"
 
 
+def test_model_parts_split_one_pixel_into_background_and_gaussians():
+    """The explorers' components: each line's Gaussian at half maximum one half-FWHM from its
+    centre, the linear background, and their sum equal to the fitted model."""
+    from saffron_xr.fit.profiles import gaussian
+    from saffron_xr.plot._common import model_parts
+
+    px = xr.Dataset(
+        {
+            "amplitude": ("line", [3.0, 1.5]),
+            "centroid": ("line", [770.0, 771.0]),
+            "width": ("line", [0.2, 0.1]),
+            "background": ("degree", [0.5, 0.25]),
+        },
+        coords={"line": ["ne_8 770.42", "mg_9 706.06"], "background_reference": 770.5},
+    )
+    wl = np.linspace(769.0, 772.0, 301)
+    model, background, lines = model_parts(px, wl)
+    np.testing.assert_allclose(background, 0.5 + 0.25 * (wl - 770.5), atol=1e-12)
+    half = np.sqrt(2.0 * np.log(2.0))  # half width at half maximum, in sigmas
+    assert lines["ne_8 770.42"][100] == pytest.approx(3.0)  # wl[100] = 770.0
+    assert gaussian(770.0 + 0.2 * half, 3.0, 770.0, 0.2) == pytest.approx(1.5)
+    assert gaussian(771.0 - 0.1 * half, 1.5, 771.0, 0.1) == pytest.approx(0.75)
+    np.testing.assert_allclose(model, background + sum(lines.values()), atol=1e-12)
+    assert model[100] == pytest.approx(3.0 + 0.5 - 0.125 + 1.5 * np.exp(-50.0), abs=1e-12)
+
+
 def test_corners_of_a_regular_grid_are_half_steps():
     ys, xs = np.meshgrid(np.arange(4) * 1.5, 10 + np.arange(3) * 4.0, indexing="ij")
-    c = _corners(np.stack([xs, ys], -1), [0, 1.5], [4.0, 0])
+    c = pixel_corners(np.stack([xs, ys], -1), [0, 1.5], [4.0, 0])
     assert c.shape == (5, 4, 2)
     np.testing.assert_allclose(c[0, 0], [8.0, -0.75])
     np.testing.assert_allclose(c[-1, -1], [20.0, 5.25])
     # a single raster step: the cell is the given step wide
-    c1 = _corners(np.stack([xs[:, :1], ys[:, :1]], -1), [0, 1.5], [4.0, 0])
+    c1 = pixel_corners(np.stack([xs[:, :1], ys[:, :1]], -1), [0, 1.5], [4.0, 0])
     np.testing.assert_allclose(c1[0, :, 0], [8.0, 12.0])
 
 

@@ -9,7 +9,8 @@
 matplotlib, holoviews and bokeh are imported inside the functions, never at import.
 """
 
+from ._common import line_label
 from .explorer import explore, explore_results, explore_window
-from .quicklook import line_label, quicklook
+from .quicklook import quicklook
 
 __all__ = ["quicklook", "line_label", "explore", "explore_window", "explore_results"]

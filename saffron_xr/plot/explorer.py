@@ -29,7 +29,18 @@ import math
 import numpy as np
 import xarray as xr
 
-from .quicklook import STATUS_COLORS, _is_results, _velocity_reference_text, line_label
+from ._common import (
+    STATUS_COLORS,
+    color_limits,
+    derived,
+    is_results,
+    line_label,
+    model_parts,
+    pixel_status,
+    select_nodes,
+    symmetric_limits,
+    velocity_reference_text,
+)
 
 __all__ = ["explore", "explore_window", "explore_results"]
 
@@ -86,14 +97,6 @@ def _curve(hv, x, y, wdim, rdim, label: str, *, step: bool = False):
     else:
         element = da.hvplot.line(x="wavelength", label=label)
     return element.redim(wavelength=wdim, radiance=rdim)
-
-
-def _nodes(tree: xr.DataTree, want) -> dict[str, xr.Dataset]:
-    return {
-        (node.name or "/"): node.to_dataset(inherit=True)
-        for node in tree.subtree
-        if want(node.to_dataset(inherit=False))
-    }
 
 
 def _has_radiance(ds) -> bool:
@@ -204,46 +207,68 @@ class _Grid:
         return o
 
 
-def _symmetric_clim(values) -> tuple[float, float]:
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    lim = float(np.percentile(np.abs(v), 99.0)) if v.size else 1.0
-    lim = lim if lim > 0 else 1.0
-    return -lim, lim
+def _window_inputs(data, results, window) -> tuple[str, xr.Dataset, xr.Dataset | None]:
+    """The window's name and Dataset, and its fit results (or None), from the explorer's
+    arguments; a clear error when they do not fit together."""
+    if isinstance(data, xr.DataTree):
+        name, ds = _pick(select_nodes(data, _has_radiance), window, "window with a 'radiance'")
+    elif isinstance(data, xr.DataArray):
+        name, ds = str(data.attrs.get("EXTNAME", data.name)), data.to_dataset(name="radiance")
+    elif isinstance(data, xr.Dataset):
+        if not _has_radiance(data):
+            raise ValueError("explore_window needs a 'radiance' variable with a 'wavelength' dim")
+        name, ds = str(data.attrs.get("EXTNAME", "window")), data
+    else:
+        raise TypeError(f"explore_window takes a DataTree, Dataset or DataArray, not {type(data)}")
+    if isinstance(results, xr.DataTree):
+        nodes = select_nodes(results, is_results)
+        if name not in nodes:
+            raise ValueError(f"results have no node {name!r}; they have {list(nodes)}")
+        results = nodes[name]
+    if results is not None and not is_results(results):
+        raise ValueError("results must hold fitted parameters ('amplitude' on 'line')")
+    return name, ds, results
 
 
-def _clim(values) -> tuple[float, float]:
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return 0.0, 1.0
-    lo, hi = np.percentile(v, [1.0, 99.0])
-    return (float(lo), float(hi)) if hi > lo else (float(lo) - 0.5, float(lo) + 0.5)
+def _data_curves(hv, wavelength: np.ndarray, spec: np.ndarray, err, wdim, rdim) -> list:
+    """The observed spectrum at one pixel (steps) and its error bars when ``err`` is given."""
+    curves = [
+        _curve(hv, wavelength, spec, wdim, rdim, "data", step=True).opts(
+            backend="bokeh", interpolation="steps-mid", color="black"
+        )
+    ]
+    if err is not None:
+        err = np.asarray(err, dtype=float)
+        curves.append(
+            hv.ErrorBars((wavelength, spec, err), wdim, [rdim, "error"]).opts(
+                backend="bokeh", color="gray"
+            )
+        )
+    return curves
 
 
-def _gaussians(params_px: xr.Dataset, wavelength: np.ndarray) -> dict[str, np.ndarray]:
-    out = {}
-    for line in np.atleast_1d(params_px["line"].values):
-        p = params_px.sel(line=line)
-        a, c, w = (float(p[k]) for k in ("amplitude", "centroid", "width"))
-        out[str(line)] = a * np.exp(-0.5 * ((wavelength - c) / w) ** 2)
-    return out
-
-
-def _model(params_px: xr.Dataset, wavelength: np.ndarray) -> np.ndarray:
-    """The fitted model (lines plus background) at one pixel, on ``wavelength``."""
-    from ..fit import model_spectrum
-
-    return np.asarray(model_spectrum(params_px, wavelength).values, dtype=float)
-
-
-def _status_name(code) -> str:
-    try:
-        from ..fit.status import FitStatus
-
-        return FitStatus(int(code)).name.lower().replace("_", " ")
-    except (ImportError, ValueError):
-        return str(code)
+def _model_curves(hv, px: xr.Dataset, fine: np.ndarray, wdim, rdim) -> list:
+    """Background, each Gaussian on it and the whole model at one pixel, as curves."""
+    model, background, lines = model_parts(px, fine)
+    curves = [
+        _curve(hv, fine, background, wdim, rdim, "background").opts(
+            backend="bokeh", color="gray", line_dash="dotted"
+        )
+    ]
+    for k, (line, g) in enumerate(lines.items()):
+        curves.append(
+            _curve(hv, fine, g + background, wdim, rdim, line_label(line)).opts(
+                backend="bokeh",
+                color=_COMPONENT_COLORS[k % len(_COMPONENT_COLORS)],
+                line_dash="dashed",
+            )
+        )
+    curves.append(
+        _curve(hv, fine, model, wdim, rdim, "model").opts(
+            backend="bokeh", color="red", line_width=2
+        )
+    )
+    return curves
 
 
 # ----------------------------------------------------------------------------- window
@@ -283,24 +308,7 @@ def explore_window(data, results=None, *, window: str | None = None):
     >>> view = explore_window(tree)  # nothing computed yet
     """
     hv = _hv()
-    if isinstance(data, xr.DataTree):
-        name, ds = _pick(_nodes(data, _has_radiance), window, "window with a 'radiance'")
-    elif isinstance(data, xr.DataArray):
-        name, ds = str(data.attrs.get("EXTNAME", data.name)), data.to_dataset(name="radiance")
-    elif isinstance(data, xr.Dataset):
-        if not _has_radiance(data):
-            raise ValueError("explore_window needs a 'radiance' variable with a 'wavelength' dim")
-        name, ds = str(data.attrs.get("EXTNAME", "window")), data
-    else:
-        raise TypeError(f"explore_window takes a DataTree, Dataset or DataArray, not {type(data)}")
-    if isinstance(results, xr.DataTree):
-        nodes = _nodes(results, _is_results)
-        if name not in nodes:
-            raise ValueError(f"results have no node {name!r}; they have {list(nodes)}")
-        results = nodes[name]
-    if results is not None and not _is_results(results):
-        raise ValueError("results must hold fitted parameters ('amplitude' on 'line')")
-
+    name, ds, results = _window_inputs(data, results, window)
     rad = ds["radiance"]
     h_dim = _h_dim(rad, ("y", "wavelength"))
     rad = rad.transpose("y", h_dim, "wavelength")
@@ -325,7 +333,7 @@ def explore_window(data, results=None, *, window: str | None = None):
                 title=label,
                 cmap="inferno",
                 colorbar=True,
-                clim=_clim(values),
+                clim=color_limits(values),
                 tools=["tap"],
                 **grid().display_opts(),
             )
@@ -355,48 +363,16 @@ def explore_window(data, results=None, *, window: str | None = None):
         where = f'y={iy}, {h_dim}={ih} ({grid().xs[ih]:.0f}", {grid().ys[iy]:.0f}")'
         wdim = hv.Dimension("wavelength", unit="Å")
         rdim = hv.Dimension("radiance", unit=units)
-        parts = [
-            _curve(hv, wavelength, spec, wdim, rdim, "data", step=True).opts(
-                backend="bokeh", interpolation="steps-mid", color="black"
-            )
-        ]
-        if error is not None:
-            err = np.asarray(error.isel(y=iy, **{h_dim: ih}).values, dtype=float)
-            parts.append(
-                hv.ErrorBars((wavelength, spec, err), wdim, [rdim, "error"]).opts(
-                    backend="bokeh", color="gray"
-                )
-            )
+        err = None if error is None else error.isel(y=iy, **{h_dim: ih}).values
+        parts = _data_curves(hv, wavelength, spec, err, wdim, rdim)
         title = f"{name}: spectrum at {where}"
         if results is not None:
             px = results.isel(y=iy, **{h_dim: ih}).compute()
-            if "status" in px:
-                title += f"\nstatus: {_status_name(px['status'].values)}"
-            if "chi2" in px:
-                title += f", reduced chi2 = {float(px['chi2']):.2f}"
+            state = pixel_status(px)
+            title += f"\n{state}" if state else ""
             fine = np.linspace(wavelength.min(), wavelength.max(), 8 * wavelength.size)
             if np.all(np.isfinite(px["amplitude"].values)):
-                gauss = _gaussians(px, fine)
-                model = _model(px, fine)
-                background = model - sum(gauss.values())
-                parts.append(
-                    _curve(hv, fine, background, wdim, rdim, "background").opts(
-                        backend="bokeh", color="gray", line_dash="dotted"
-                    )
-                )
-                for k, (line, g) in enumerate(gauss.items()):
-                    parts.append(
-                        _curve(hv, fine, g + background, wdim, rdim, line_label(line)).opts(
-                            backend="bokeh",
-                            color=_COMPONENT_COLORS[k % len(_COMPONENT_COLORS)],
-                            line_dash="dashed",
-                        )
-                    )
-                parts.append(
-                    _curve(hv, fine, model, wdim, rdim, "model").opts(
-                        backend="bokeh", color="red", line_width=2
-                    )
-                )
+                parts += _model_curves(hv, px, fine, wdim, rdim)
         return hv.Overlay(parts).opts(
             backend="bokeh",
             title=title,
@@ -435,14 +411,12 @@ def explore_results(results, *, velocity_reference="median"):
     holoviews.DynamicMap
         With kdims ``line`` and ``quantity``.
     """
-    from .quicklook import _derived
-
     hv = _hv()
     if isinstance(results, xr.DataTree):
-        nodes = _nodes(results, _is_results)
+        nodes = select_nodes(results, is_results)
         if not nodes:
             raise ValueError("the DataTree has no node with fitted parameters")
-    elif isinstance(results, xr.Dataset) and _is_results(results):
+    elif isinstance(results, xr.Dataset) and is_results(results):
         nodes = {str(results.attrs.get("EXTNAME", "results")): results}
     else:
         raise ValueError("explore_results needs fitted parameters ('amplitude' on 'line')")
@@ -455,7 +429,7 @@ def explore_results(results, *, velocity_reference="median"):
             if all_lines.count(str(line)) > 1:
                 label = f"{wname}: {label}"
             entries[label] = (ds, str(line))
-    derived = {id(ds): _derived(ds, velocity_reference) for ds in nodes.values()}
+    derived_maps = {id(ds): derived(ds, velocity_reference) for ds in nodes.values()}
     quantities = [q for q in RESULT_QUANTITIES if q not in ("chi2", "status")]
     quantities += [q for q in ("chi2", "status") if any(q in ds for ds in nodes.values())]
 
@@ -463,18 +437,18 @@ def explore_results(results, *, velocity_reference="median"):
         ds, line_id = entries[line]
         h_dim = _h_dim(ds["amplitude"], ("line", "y"))
         grid = _Grid(ds, h_dim)
-        source = derived[id(ds)] if quantity in derived[id(ds)] else ds
+        source = derived_maps[id(ds)] if quantity in derived_maps[id(ds)] else ds
         da = source[quantity]
         if "line" in da.dims:
             da = da.sel(line=line_id)
         values = da.transpose("y", h_dim).values
         descr, cmap = RESULT_QUANTITIES[quantity]
         if quantity == "doppler_velocity":
-            clim = _symmetric_clim(values)
-            ref = _velocity_reference_text(source[quantity])
+            clim = symmetric_limits(values)
+            ref = velocity_reference_text(source[quantity])
             descr = f"{descr} ({ref})" if ref else descr
         else:
-            clim = _clim(values)
+            clim = color_limits(values)
         extra = {}
         if quantity == "status":
             from ..fit.status import FitStatus
@@ -526,8 +500,8 @@ def explore(data, results=None, *, window: str | None = None):
     holoviews.Layout or holoviews.DynamicMap
         Nothing is computed until it is displayed.
     """
-    if isinstance(data, xr.Dataset) and _is_results(data):
+    if isinstance(data, xr.Dataset) and is_results(data):
         return explore_results(data)
-    if isinstance(data, xr.DataTree) and not _nodes(data, _has_radiance):
+    if isinstance(data, xr.DataTree) and not select_nodes(data, _has_radiance):
         return explore_results(data)
     return explore_window(data, results, window=window)

@@ -16,45 +16,27 @@ changes), so they are safe in scripts, workers and notebooks alike.
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
+from ._common import (
+    STATUS_COLORS,
+    color_limits,
+    derived,
+    finite,
+    is_results,
+    line_label,
+    symmetric_limits,
+    velocity_reference_text,
+)
+from ._geometry import MISSING_COLOR, Geometry
+
 __all__ = ["quicklook", "line_label", "STATUS_COLORS"]
 
-#: Colour of each fit status code in the status panel (keys are ``FitStatus`` names).
-STATUS_COLORS = {
-    "CONVERGED": "#e8e8e8",
-    "CONVERGED_AT_BOUND": "#fdae61",
-    "MAX_ITER": "#fee08b",
-    "SINGULAR": "#d73027",
-    "TOO_FEW_VALID": "#74add1",
-    "ALL_NAN": "#313695",
-    "BAD_INITIAL": "#a50026",
-    "THRESHOLD_NOT_MET": "#abdda4",
-    "NO_STEP": "#c2a5cf",
-}
 
-_ROMAN = [
-    (1000, "M"),
-    (900, "CM"),
-    (500, "D"),
-    (400, "CD"),
-    (100, "C"),
-    (90, "XC"),
-    (50, "L"),
-    (40, "XL"),
-    (10, "X"),
-    (9, "IX"),
-    (5, "V"),
-    (4, "IV"),
-    (1, "I"),
-]
-_LINE_RE = re.compile(r"^\s*([A-Za-z]{1,2})_(\d+)(d?)\s+([0-9.]+)\s*$")
-
-# Panel layout (inches) and the thinnest map (width / height) drawn without stretching x.
+# Panel layout (inches).
 _MAP_HEIGHT = 3.6
 _MAP_MAX_WIDTH = 4.2
 _MARGIN_LEFT = 0.8  # y tick labels and label
@@ -62,55 +44,13 @@ _MARGIN_TOP = 0.75  # three lines of panel title
 _MARGIN_BOTTOM = 0.6  # x tick labels and label
 _COLORBAR_GAP, _COLORBAR_WIDTH, _COLORBAR_ROOM = 0.1, 0.14, 1.05
 _SUPTITLE_ROOM = 0.45
-_MIN_MAP_RATIO = 0.22
-_MISSING_COLOR = "0.72"
 
 #: Largest image (pixels) :func:`quicklook` writes in a raster format; ``dpi`` is lowered
 #: for figures that would be larger (many lines).
 MAX_PIXELS = 10_000_000
 
 
-def _roman(n: int) -> str:
-    out = []
-    for value, numeral in _ROMAN:
-        while n >= value:
-            out.append(numeral)
-            n -= value
-    return "".join(out)
-
-
-def line_label(line: str) -> str:
-    """Spectroscopic label of a line id: ``"ne_8 770.42"`` -> ``"Ne VIII 770.42 Å"``.
-
-    Parameters
-    ----------
-    line : str
-        CHIANTI-style line id (ion, space, rest wavelength in Angstrom).
-
-    Returns
-    -------
-    str
-        The label; ids that do not follow the convention are returned unchanged.
-
-    Examples
-    --------
-    >>> line_label("ne_8 770.42")
-    'Ne VIII 770.42 Å'
-    >>> line_label("mystery")
-    'mystery'
-    """
-    m = _LINE_RE.match(str(line))
-    if not m:
-        return str(line)
-    element, stage, dielectronic, wave = m.groups()
-    return f"{element.capitalize()} {_roman(int(stage))}{dielectronic} {wave} Å"
-
-
 # ----------------------------------------------------------------------------- inputs
-
-
-def _is_results(ds: xr.Dataset) -> bool:
-    return "amplitude" in ds.data_vars and "line" in ds["amplitude"].dims
 
 
 def _windows(data) -> list[tuple[str, xr.Dataset]]:
@@ -124,7 +64,7 @@ def _windows(data) -> list[tuple[str, xr.Dataset]]:
         out = []
         for node in data.subtree:
             ds = node.to_dataset(inherit=True)
-            if _is_results(ds) or "radiance" in node.data_vars:
+            if is_results(ds) or "radiance" in node.data_vars:
                 out.append((node.name or "/", ds))
         if not out:
             raise ValueError(
@@ -149,255 +89,7 @@ def _title_attrs(attrs: dict) -> str:
     return "SPICE  " + "   ".join(parts) if parts else "SPICE"
 
 
-def _with_errors(ds: xr.Dataset) -> xr.Dataset:
-    """Zero errors where a parameter has none, so the derive functions accept the Dataset."""
-    missing = {
-        f"{v}_err": xr.zeros_like(ds[v])
-        for v in ("amplitude", "centroid", "width")
-        if v in ds and f"{v}_err" not in ds
-    }
-    return ds.assign(missing) if missing else ds
-
-
-def _derived(ds: xr.Dataset, velocity_reference) -> xr.Dataset:
-    """Radiance, Doppler velocity and FWHM: taken from ``ds`` when present, else derived."""
-    from .. import derive
-
-    params = _with_errors(ds)
-    out = {}
-    if "radiance" in ds and "line" in ds["radiance"].dims:
-        out["radiance"] = ds["radiance"]
-    else:
-        out["radiance"] = derive.radiance(params)["radiance"]
-    stored = velocity_reference is None or (
-        isinstance(velocity_reference, str) and velocity_reference == "stored"
-    )
-    if stored and "doppler_velocity" in ds:
-        out["doppler_velocity"] = ds["doppler_velocity"]
-    elif velocity_reference is None:  # nothing stored: the package's default reference
-        out["doppler_velocity"] = derive.doppler_velocity(params)["doppler_velocity"]
-    elif stored:
-        raise ValueError(
-            "velocity_reference='stored' needs a 'doppler_velocity' variable in the results"
-        )
-    else:
-        out["doppler_velocity"] = derive.doppler_velocity(params, reference=velocity_reference)[
-            "doppler_velocity"
-        ]
-    out["fwhm"] = ds["fwhm"] if "fwhm" in ds else derive.fwhm(params)["fwhm"]
-    return xr.Dataset(out)
-
-
-def _velocity_reference_text(v: xr.DataArray) -> str:
-    """The Doppler reference of a velocity map, as its attributes state it."""
-    ref = str(v.attrs.get("doppler_reference", ""))
-    known = {
-        "rest": "rel. to rest wavelength",
-        "median": "rel. to median centroid",
-        "column": "rel. to column median",
-    }
-    if ref in known:
-        return known[ref]
-    description = str(v.attrs.get("doppler_reference_description", ""))
-    text = description.split(":")[0].strip() if description else ref
-    return f"ref: {text}" if text else "reference not stated"
-
-
-# ----------------------------------------------------------------------------- geometry
-
-
-def _pad(a: np.ndarray, axis: int, step: np.ndarray) -> np.ndarray:
-    """Extend ``a`` by one linearly extrapolated sample at both ends of ``axis``.
-
-    ``step`` (broadcastable to one slice) is used when the axis has a single sample.
-    """
-    a = np.moveaxis(a, axis, 0)
-    if a.shape[0] > 1:
-        first, last = 2 * a[0] - a[1], 2 * a[-1] - a[-2]
-    else:
-        first, last = a[0] - step, a[0] + step
-    out = np.concatenate([first[None], a, last[None]], axis=0)
-    return np.moveaxis(out, 0, axis)
-
-
-def _corners(centers: np.ndarray, step_y, step_x) -> np.ndarray:
-    """Pixel corners ``(ny+1, nx+1, 2)`` from pixel centres ``(ny, nx, 2)``."""
-    ext = _pad(_pad(centers, 0, np.asarray(step_y)), 1, np.asarray(step_x))
-    return 0.25 * (ext[:-1, :-1] + ext[1:, :-1] + ext[:-1, 1:] + ext[1:, 1:])
-
-
-class _Geometry:
-    """Where each ``(y, h)`` pixel of a map goes: corners, axis labels, aspect."""
-
-    def __init__(self, ds: xr.Dataset, h_dim: str):
-        self.h_dim = h_dim
-        ny, nh = ds.sizes["y"], ds.sizes[h_dim]
-        cdelt1 = float(ds.attrs.get("CDELT1", 1.0) or 1.0)
-        cdelt2 = float(ds.attrs.get("CDELT2", 1.0) or 1.0)
-        self.is_time = h_dim != "x"
-        # a single raster step (single exposures): a map would be a sliver, so each panel
-        # shows the quantity along the slit instead
-        self.profile = h_dim == "x" and nh == 1
-        if self.is_time:
-            # sit-and-stare: time horizontally, solar Y along the slit vertically
-            import matplotlib.dates as mdates
-
-            times = ds[h_dim].values if h_dim in ds.coords else np.arange(nh)
-            if np.issubdtype(np.asarray(times).dtype, np.datetime64):
-                hvals = mdates.date2num(times)
-            else:
-                hvals = np.asarray(times, dtype=float)
-                self.is_time = False
-            if "hplt" in ds.coords:
-                hplt = ds["hplt"]
-                yvals = hplt.mean([d for d in hplt.dims if d != "y"]).values
-            else:
-                yvals = np.arange(ny) * cdelt2
-            centers = np.stack(np.broadcast_arrays(hvals[None, :], yvals[:, None]), axis=-1)
-            dh = np.diff(hvals).mean() if nh > 1 else 1.0
-            self.corners = _corners(centers, [0.0, cdelt2], [dh, 0.0])
-            self.xlabel = "time (UTC)" if h_dim == "time" else h_dim
-            self.ylabel = "Solar Y (arcsec)" if "hplt" in ds.coords else "along slit (arcsec)"
-            self.aspect = "auto"
-            self.stretch = 1
-            return
-        if "hpln" in ds.coords and "hplt" in ds.coords:
-            hpln = ds["hpln"].transpose("y", "x").values.astype(float)
-            hplt = ds["hplt"].transpose("y", "x").values.astype(float)
-            self.xlabel, self.ylabel = "Solar X (arcsec)", "Solar Y (arcsec)"
-        else:
-            hplt, hpln = np.meshgrid(np.arange(ny) * cdelt2, np.arange(nh) * cdelt1, indexing="ij")
-            self.xlabel, self.ylabel = "raster offset (arcsec)", "slit offset (arcsec)"
-        centers = np.stack([hpln, hplt], axis=-1)
-        # a single step along an axis: use the pixel size, perpendicular to the other axis
-        if ny > 1:
-            along = centers[-1, 0] - centers[0, 0]
-            along = along / np.hypot(*along)
-        else:
-            along = np.array([0.0, 1.0])
-        across = np.array([along[1], -along[0]])
-        if across[0] < 0:
-            across = -across
-        self.corners = _corners(centers, along * cdelt2, across * cdelt1)
-        width = np.ptp(self.corners[..., 0])
-        height = np.ptp(self.corners[..., 1])
-        ratio = width / height if height > 0 else 1.0
-        # very narrow rasters (a few steps) are stretched in x by an integer factor, and the
-        # axis label says so; the y/x scale stays exact otherwise
-        self.stretch = max(1, math.ceil(_MIN_MAP_RATIO / ratio)) if ratio > 0 else 1
-        self.aspect = 1.0 / self.stretch
-        if self.stretch > 1:
-            self.xlabel += f"  [x stretched ×{self.stretch}]"
-        self.slit_y = hplt[:, 0]
-        if self.profile:
-            self.stretch, self.aspect = 1, "auto"
-
-    @property
-    def display_ratio(self) -> float:
-        """Width / height of the map as drawn."""
-        if self.profile:
-            return 0.6
-        if self.aspect == "auto":
-            return 1.6
-        width = np.ptp(self.corners[..., 0]) * self.stretch
-        height = np.ptp(self.corners[..., 1])
-        return float(width / height) if height > 0 else 1.0
-
-    def draw(self, ax, values: np.ndarray, *, quantity: str = "", **kwargs):
-        """pcolormesh of a ``(y, h)`` map (or, for one raster step, a profile along the slit,
-        points coloured like the map); returns the mappable."""
-        if self.profile:
-            return self._draw_profile(
-                ax, np.asarray(values, dtype=float)[:, 0], quantity, **kwargs
-            )
-        # no antialiasing: each data pixel is a block of one colour, which PNG compresses
-        # well (antialiased edges of the tilted quadrilaterals double the file size)
-        # rasterized: one image, not thousands of polygons, in vector formats
-        mesh = ax.pcolormesh(
-            self.corners[..., 0],
-            self.corners[..., 1],
-            np.ma.masked_invalid(values),
-            antialiased=False,
-            rasterized=True,
-            **kwargs,
-        )
-        ax.set_facecolor(_MISSING_COLOR)
-        ax.set_xlim(self.corners[..., 0].min(), self.corners[..., 0].max())
-        ax.set_ylim(self.corners[..., 1].min(), self.corners[..., 1].max())
-        ax.set_aspect(self.aspect, adjustable="box")
-        ax.set_xlabel(self.xlabel, fontsize="small")
-        ax.set_ylabel(self.ylabel, fontsize="small")
-        ax.tick_params(labelsize="x-small")
-        if self.is_time:
-            import matplotlib.dates as mdates
-
-            loc = mdates.AutoDateLocator(minticks=3, maxticks=6)
-            ax.xaxis.set_major_locator(loc)
-            ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(loc))
-        else:
-            from matplotlib.ticker import MaxNLocator
-
-            ax.xaxis.set_major_locator(MaxNLocator(nbins=3 if self.stretch > 1 else 4))
-        return mesh
-
-    def _draw_profile(self, ax, values, quantity, *, cmap, norm):
-        from matplotlib.colors import LogNorm
-        from matplotlib.ticker import NullFormatter
-
-        ok = np.isfinite(values)
-        points = ax.scatter(
-            values[ok],
-            self.slit_y[ok],
-            c=values[ok],
-            cmap=cmap,
-            norm=norm,
-            s=6,
-            edgecolors="0.4",
-            linewidths=0.2,
-        )
-        if isinstance(norm, LogNorm):
-            ax.set_xscale("log")
-            ax.xaxis.set_minor_formatter(NullFormatter())
-        lo, hi = norm.vmin, norm.vmax
-        if lo is not None and hi is not None and hi > lo:
-            pad = (hi / lo) ** 0.05 if isinstance(norm, LogNorm) else 0.05 * (hi - lo)
-            ax.set_xlim(
-                *((lo / pad, hi * pad) if isinstance(norm, LogNorm) else (lo - pad, hi + pad))
-            )
-        ax.set_ylim(np.nanmin(self.slit_y), np.nanmax(self.slit_y))
-        ax.set_xlabel(quantity, fontsize="small")
-        ax.set_ylabel(self.ylabel, fontsize="small")
-        ax.tick_params(labelsize="x-small")
-        ax.grid(alpha=0.3)
-        return points
-
-
-# ----------------------------------------------------------------------------- limits
-
-
-def _finite(values) -> np.ndarray:
-    v = np.asarray(values, dtype=float).ravel()
-    return v[np.isfinite(v)]
-
-
-def _range(values, percentile: float, *, positive: bool = False) -> tuple[float, float]:
-    v = _finite(values)
-    if positive:
-        v = v[v > 0]
-    if v.size == 0:
-        return (0.1, 1.0) if positive else (0.0, 1.0)
-    lo, hi = np.percentile(v, [100.0 - percentile, percentile])
-    if not hi > lo:
-        lo, hi = (lo / 2, lo * 2) if positive else (lo - 0.5, lo + 0.5)
-    return float(lo), float(hi)
-
-
-def _symmetric(values, percentile: float) -> float:
-    v = _finite(values)
-    if v.size == 0:
-        return 1.0
-    lim = float(np.percentile(np.abs(v), percentile))
-    return lim if lim > 0 else 1.0
+# ----------------------------------------------------------------------------- layout
 
 
 def _grid_figure(ratios, ncols):
@@ -497,17 +189,17 @@ def _results_figure(windows, *, velocity_reference, percentile, title):
             if "x" in ds["amplitude"].dims
             else next(d for d in ds["amplitude"].dims if d not in ("line", "y"))
         )
-        derived = _derived(ds, velocity_reference)
+        shown = derived(ds, velocity_reference)
         keep = {
-            "radiance": derived["radiance"],
-            "doppler_velocity": derived["doppler_velocity"],
-            "fwhm": derived["fwhm"],
+            "radiance": shown["radiance"],
+            "doppler_velocity": shown["doppler_velocity"],
+            "fwhm": shown["fwhm"],
         }
         for v in ("chi2", "status"):
             if v in ds:
                 keep[v] = ds[v]
         maps = xr.Dataset(keep).compute()  # the one load of this window
-        geom = _Geometry(ds, h_dim)
+        geom = Geometry(ds, h_dim)
         for line in np.atleast_1d(maps["line"].values):
             rows.append((name, str(line), maps, geom))
     if not rows:
@@ -526,8 +218,12 @@ def _results_figure(windows, *, velocity_reference, percentile, title):
 
         # radiance (log scale when positive)
         rad = yh(sel["radiance"])
-        lo, hi = _range(rad, percentile, positive=True)
-        norm = LogNorm(lo, hi) if np.any(_finite(rad) > 0) else Normalize(*_range(rad, percentile))
+        lo, hi = color_limits(rad, percentile, positive=True)
+        norm = (
+            LogNorm(lo, hi)
+            if np.any(finite(rad) > 0)
+            else Normalize(*color_limits(rad, percentile))
+        )
         rad_label = f"radiance ({sel['radiance'].attrs.get('units', '')})"
         m = geom.draw(axes[r, 0], rad, cmap="inferno", norm=norm, quantity=rad_label)
         _colorbar(fig, m, cax=caxes[r, 0], label=rad_label)
@@ -535,22 +231,22 @@ def _results_figure(windows, *, velocity_reference, percentile, title):
 
         # Doppler velocity: diverging, symmetric about 0
         vel = yh(sel["doppler_velocity"])
-        vmax = _symmetric(vel, percentile)
+        vmin, vmax = symmetric_limits(vel, percentile)
         m = geom.draw(
             axes[r, 1],
             vel,
             cmap="RdBu_r",
-            norm=Normalize(-vmax, vmax),
+            norm=Normalize(vmin, vmax),
             quantity="Doppler velocity (km/s)",
         )
-        ref = _velocity_reference_text(maps["doppler_velocity"])
+        ref = velocity_reference_text(maps["doppler_velocity"])
         _colorbar(fig, m, cax=caxes[r, 1], label=f"Doppler velocity (km/s), {ref}")
         axes[r, 1].set_title(f"{label}\nDoppler velocity\n{ref}", fontsize="small")
 
         # FWHM
         fw = yh(sel["fwhm"])
         fw_label = f"FWHM ({sel['fwhm'].attrs.get('units', 'Angstrom')})"
-        fw_norm = Normalize(*_range(fw, percentile))
+        fw_norm = Normalize(*color_limits(fw, percentile))
         m = geom.draw(axes[r, 2], fw, cmap="viridis", norm=fw_norm, quantity=fw_label)
         _colorbar(fig, m, cax=caxes[r, 2], label=fw_label)
         axes[r, 2].set_title(f"{label}\nFWHM", fontsize="small")
@@ -558,7 +254,7 @@ def _results_figure(windows, *, velocity_reference, percentile, title):
         # reduced chi2
         if "chi2" in sel:
             chi = yh(sel["chi2"])
-            lo, hi = _range(chi, percentile)
+            lo, hi = color_limits(chi, percentile)
             chi_norm = Normalize(min(lo, 0.0), hi)
             m = geom.draw(axes[r, 3], chi, cmap="magma", norm=chi_norm, quantity="reduced χ²")
             _colorbar(fig, m, cax=caxes[r, 3], label="reduced χ²")
@@ -601,9 +297,9 @@ def _window_figure(windows, *, percentile, title):
         mean = rad.mean(["y", h_dim], skipna=True)
         averaged, detector, mean = (a.compute() for a in (averaged, detector, mean))
 
-        geom = _Geometry(ds, h_dim)
+        geom = Geometry(ds, h_dim)
         img = averaged.values
-        lo, hi = _range(img, percentile, positive=True)
+        lo, hi = color_limits(img, percentile, positive=True)
         m = geom.draw(
             axes[r, 0],
             img,
@@ -621,7 +317,7 @@ def _window_figure(windows, *, percentile, title):
             if "hplt" in ds.coords and h_dim in ds["hplt"].dims
             else np.arange(det.shape[0]) * float(ds.attrs.get("CDELT2", 1.0) or 1.0)
         )
-        lo, hi = _range(det, percentile)
+        lo, hi = color_limits(det, percentile)
         m = ax.pcolormesh(
             wl,
             ycoord,
@@ -630,7 +326,7 @@ def _window_figure(windows, *, percentile, title):
             shading="nearest",
             norm=Normalize(lo, hi),
         )
-        ax.set_facecolor(_MISSING_COLOR)
+        ax.set_facecolor(MISSING_COLOR)
         _colorbar(fig, m, f"radiance ({units})", ax=ax)
         ax.set_xlabel("wavelength (Å)", fontsize="small")
         ax.set_ylabel("Solar Y (arcsec)", fontsize="small")
@@ -740,7 +436,7 @@ def quicklook(
     attrs = dict(getattr(results, "attrs", {}))
     attrs = {**windows[0][1].attrs, **attrs} if not attrs.get("STUDY") else attrs
     title = _title_attrs(attrs)
-    if all(_is_results(ds) for _, ds in windows):
+    if all(is_results(ds) for _, ds in windows):
         fig = _results_figure(
             windows, velocity_reference=velocity_reference, percentile=percentile, title=title
         )

@@ -21,6 +21,18 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from ._common import (
+    STATUS_COLORS,
+    color_limits,
+    derived,
+    is_results,
+    line_label,
+    model_parts,
+    pixel_status,
+    select_nodes,
+    symmetric_limits,
+)
+
 __all__ = ["explorer_page", "serve", "add_explore_command"]
 
 log = logging.getLogger(__name__)
@@ -71,12 +83,10 @@ class _Window:
     """One window's results (and data, if found), with its display grid in arcsec."""
 
     def __init__(self, name: str, results: xr.Dataset, radiance: xr.DataArray | None):
-        from .quicklook import _derived
-
         self.name = name
         self.results = results
         self.radiance = radiance
-        self.derived = _derived(results, "median")
+        self.derived = derived(results, "median")
         ny, nx = results.sizes["y"], results.sizes["x"]
         if "hpln" in results.coords and "hplt" in results.coords:
             hpln, hplt = results["hpln"], results["hplt"]
@@ -119,8 +129,6 @@ def _regular(values: np.ndarray) -> np.ndarray:
 
 def _map(hv, window: _Window, quantity: str, line: str, mask: np.ndarray | None):
     """One parameter map of the page, drawn by hvplot (an ``hv.Image``), or None."""
-    from .explorer import _clim, _symmetric_clim
-
     da = window.quantity(quantity, line)
     if da is None:
         return None
@@ -130,10 +138,9 @@ def _map(hv, window: _Window, quantity: str, line: str, mask: np.ndarray | None)
     title, cmap = PAGE_MAPS[quantity]
     opts = {}
     if quantity == "doppler_velocity":
-        clim = _symmetric_clim(values)
+        clim = symmetric_limits(values)
     elif quantity == "status":
         from ..fit.status import FitStatus
-        from .quicklook import STATUS_COLORS
 
         cmap = [STATUS_COLORS.get(code.name, "#000000") for code in FitStatus]
         clim = (-0.5, len(cmap) - 0.5)
@@ -142,7 +149,7 @@ def _map(hv, window: _Window, quantity: str, line: str, mask: np.ndarray | None)
         clim = (-0.5, 1.5)
         opts["color_levels"] = 2
     else:
-        clim = _clim(values)
+        clim = color_limits(values)
     units = str(da.attrs.get("units", ""))
     label = f"{title} ({units})" if units and quantity not in ("status", "detected") else title
     grid = xr.DataArray(
@@ -171,9 +178,7 @@ def _map(hv, window: _Window, quantity: str, line: str, mask: np.ndarray | None)
 
 def _spectrum(hv, window: _Window, iy: int, ix: int):
     """Data, fitted model and components, and residuals at one pixel (hvplot elements)."""
-    from ..fit import model_spectrum
-    from .explorer import _gaussians
-    from .quicklook import line_label
+    from ..fit.core import model_spectrum
 
     px = window.results.isel(y=iy, x=ix).compute()
     units = str(window.results["amplitude"].attrs.get("units", ""))
@@ -187,11 +192,9 @@ def _spectrum(hv, window: _Window, iy: int, ix: int):
     curves = {}
     model_ok = bool(np.all(np.isfinite(px["amplitude"].values)))
     if model_ok:
-        curves["model"] = np.asarray(model_spectrum(px, fine).values, dtype=float)
-        gauss = _gaussians(px, fine)
-        background = curves["model"] - sum(gauss.values())
+        curves["model"], background, lines = model_parts(px, fine)
         curves["background"] = background
-        for line, g in gauss.items():
+        for line, g in lines.items():
             curves[line_label(line)] = g + background
     frame = (
         xr.Dataset({k: ("wavelength", v) for k, v in curves.items()}, coords={"wavelength": fine})
@@ -239,13 +242,7 @@ def _spectrum(hv, window: _Window, iy: int, ix: int):
                     line_width=2 if name == "model" else 1,
                 )
             )
-    status = ""
-    if "status" in px:
-        from .explorer import _status_name
-
-        status = f"status: {_status_name(px['status'].values)}"
-    if "chi2" in px:
-        status += f", reduced chi2 = {float(px['chi2']):.2f}"
+    status = pixel_status(px)
     where = f'y={iy}, x={ix} ({window.xs[ix]:.0f}", {window.ys[iy]:.0f}")'
     title = f"{window.name}: spectrum at {where}"
     if not top:
@@ -280,15 +277,12 @@ def explorer_page(results, data=None, *, results_path=None):
     panel.layout.Panel
         Selectors (line, mask), the maps, the pixel's spectrum and residuals.
     """
-    from .explorer import _is_results, _nodes
-    from .quicklook import line_label
-
     hv, pn = _imports()
     if isinstance(results, xr.Dataset):
         name = str(results.attrs.get("EXTNAME", "results"))
         nodes = {name: results}
     else:
-        nodes = _nodes(results, _is_results)
+        nodes = select_nodes(results, is_results)
     if not nodes:
         raise ValueError("the results have no node with fitted parameters")
     data_nodes = {}
@@ -393,8 +387,8 @@ def serve(
     show : bool, default True
         Open the page in a web browser.
     """
-    from ..io.reader import open_spice
     from ..io.netcdf import open_results
+    from ..io.reader import open_spice
 
     _, pn = _imports()
     results_path = Path(results_path)
