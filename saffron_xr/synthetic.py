@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as _np
 
+from .fit.profiles import gaussian
+
 __all__ = ["make_spice_l2", "make_spectra", "composition_windows", "SPICE_NOISE"]
 
 _C_KMS = 299792.458
@@ -31,8 +33,9 @@ SPICE_NOISE = {
 # Spectral sampling (nm per detector pixel, unbinned), as in real L2 headers.
 _CDELT3_NM = {"SW": 0.0097517, "LW": 0.009623}
 # RADCAL per second of exposure (DN per W m-2 sr-1 nm-1 per s): SW from the real 2022 Ne VIII
-# window (38.15 at 4.7 s); LW from it by the SW/LW ratio (6.42) of the real 2024 exposure file
-# in ../shared/data/spice. The default RADCAL of a window is this rate times XPOSURE.
+# window (38.15 at 4.7 s); LW from it by the SW/LW ratio (6.42) of a real 2024 exposure file
+# (SW and LW windows of the same exposure). The default RADCAL of a window is this rate times
+# XPOSURE.
 _RADCAL_RATE = {"SW": 38.15 / 4.7, "LW": 38.15 / 4.7 / 6.42}
 # Typical Gaussian sigma (Angstrom) of SPICE lines, instrumental broadening included.
 _DEFAULT_WIDTH = {"SW": 0.33, "LW": 0.36}
@@ -214,13 +217,7 @@ def _add_lines(out, rel_wave, background, amp, cent_rel, width):
     out[...] = background[None]
     lam = rel_wave[:, None, None]
     for amp_l, cent_l, width_l in zip(amp, cent_rel, width, strict=True):
-        t = lam - cent_l[None]
-        t *= (1.0 / width_l)[None]
-        _np.square(t, out=t)
-        t *= _np.float32(-0.5)
-        _np.exp(t, out=t)
-        t *= amp_l[None]
-        out += t
+        out += gaussian(lam, amp_l[None], cent_l[None], width_l[None])
 
 
 def _active_region(seed: int, na: int, nb: int) -> _np.ndarray:

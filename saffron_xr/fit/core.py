@@ -14,6 +14,7 @@ import xarray as xr
 
 from .._units import is_angstrom
 from .model import PARAM_KINDS, LineModel
+from .profiles import gaussian
 from .status import FitStatus
 
 __all__ = ["fit_lines", "model_spectrum"]
@@ -675,8 +676,8 @@ def model_spectrum(
             raise ValueError(f"model_spectrum: params has no {name!r} variable")
     if "background_reference" not in params.coords and "background_reference" not in params:
         raise ValueError("model_spectrum: params has no 'background_reference' coordinate")
-    z = (lam - params["centroid"]) / params["width"]
-    lines = (params["amplitude"] * np.exp(-0.5 * z * z)).sum("line", skipna=False)
+    lines = gaussian(lam, params["amplitude"], params["centroid"], params["width"])
+    lines = lines.sum("line", skipna=False)
     bg = params["background"]
     ref = params["background_reference"]
     degree = (
