@@ -14,21 +14,11 @@ from pathlib import Path
 import numpy as _np
 
 from .fit.profiles import gaussian
+from .prep.noise import SPICE_NOISE_CITATION, SPICE_NOISE_CONSTANTS, spice_noise_terms
 
-__all__ = ["make_spice_l2", "make_spectra", "composition_windows", "SPICE_NOISE"]
+__all__ = ["make_spice_l2", "make_spectra", "composition_windows"]
 
 _C_KMS = 299792.458
-
-#: Detector constants of the SPICE noise model used for synthetic data: gain ``G`` (DN per
-#: photon), read noise ``R`` (DN), dark current ``D`` (DN/s) and the photon-noise factor
-#: ``F``; ``k`` is the dark-subtraction factor. One-sigma noise in radiance units is
-#: ``sqrt(F**2 G RADCAL I + k NBIN2 NBIN3 (R**2 + D t)) / RADCAL`` for a true radiance ``I``
-#: and exposure time ``t``.
-SPICE_NOISE = {
-    "SW": {"gain": 3.58, "read_noise": 6.9, "dark_current": 0.89, "photon_factor": 1.0},
-    "LW": {"gain": 0.57, "read_noise": 6.9, "dark_current": 0.54, "photon_factor": 1.6},
-    "dark_factor": 2.0,
-}
 
 # Spectral sampling (nm per detector pixel, unbinned), as in real L2 headers.
 _CDELT3_NM = {"SW": 0.0097517, "LW": 0.009623}
@@ -194,16 +184,30 @@ def _smooth_field(rng, na: int, nb: int) -> _np.ndarray:
     return f
 
 
-def _noise_sigma(radiance, detector: str, radcal: float, xposure: float, nbin: int):
-    """One-sigma SPICE noise (radiance units) for a true radiance array, float32, new array."""
-    c = SPICE_NOISE[detector]
-    photon = c["photon_factor"] ** 2 * c["gain"] / radcal
-    floor = (
-        SPICE_NOISE["dark_factor"] * nbin * (c["read_noise"] ** 2 + c["dark_current"] * xposure)
+def _noise_terms(detector: str, radcal: float, xposure: float, nbin2: int, nbin3: int):
+    """The package's SPICE noise model for one window: ``(photon, floor, attrs)``.
+
+    ``sigma**2 = photon * max(I, 0) + floor`` (:func:`saffron_xr.spice_noise_terms`, the
+    constants of :data:`saffron_xr.SPICE_NOISE_CONSTANTS`, dark-subtraction factor 2).
+    """
+    import xarray as xr
+
+    terms = spice_noise_terms(
+        xr.DataArray(0.0, attrs={"units": "W m-2 sr-1 nm-1"}),
+        radcal=radcal,
+        xposure=xposure,
+        nbin2=nbin2,
+        nbin3=nbin3,
+        detector=detector,
     )
+    return float(terms.photon), float(terms.floor), dict(terms.attrs)
+
+
+def _noise_sigma(radiance, photon: float, floor: float):
+    """One-sigma noise (radiance units) for a true radiance array, float32, new array."""
     sigma = _np.maximum(radiance, 0, dtype=_np.float32)
     sigma *= _np.float32(photon)
-    sigma += _np.float32(floor / radcal**2)
+    sigma += _np.float32(floor)
     _np.sqrt(sigma, out=sigma)
     return sigma
 
@@ -510,7 +514,7 @@ def make_spice_l2(
     wavelength offset (like SPICE's pre-flight wavelength scale), NaN padding at the
     window edges (3-5 samples each side, drifting along the slit) and SPICE-like noise:
     photon noise through RADCAL and the detector gain, plus read noise and dark current
-    (see :data:`SPICE_NOISE`). Headers follow real L2 files: one image HDU per window
+    (:data:`saffron_xr.SPICE_NOISE_CONSTANTS`, dark-subtraction factor 2). Headers follow real L2 files: one image HDU per window
     (the first in the primary HDU), big-endian data of numpy shape ``(t, wavelength, y, x)``,
     full WCS with a PC matrix (2 degrees roll), time axis with ``PC4_1 = -step`` for rasters,
     and a ``VARIABLE_KEYWORDS`` table (per-wavelength RADCAL) at the end.
@@ -625,7 +629,6 @@ def make_spice_l2(
     nt = nx if kind == "sit" else 1
     nx_file = 1 if kind == "sit" else nx
     var_keys = "VARIABLE_KEYWORDS;" + ",".join(f"RADCAL[{s['extname']}]" for s in specs)
-    nbin = nbin2 * nbin3
 
     active = _active_region(seed, na, nb)
     children = {}
@@ -661,6 +664,9 @@ def make_spice_l2(
         cent32 = (truth["centroid"] - ref).astype(_np.float32)
         wid32 = truth["width"].astype(_np.float32)
         bg32 = truth["background"].astype(_np.float32)
+        photon, floor, noise_attrs = _noise_terms(
+            spec["detector"], spec["radcal"], float(xposure), nbin2, nbin3
+        )
 
         data = _np.empty(shape4, dtype=np_dtype)
         keep = {}
@@ -675,7 +681,7 @@ def make_spice_l2(
             _add_lines(cube, rel_wave, bg32[sl], amp32[:, sl], cent32[:, sl], wid32[:, sl])
             sigma = None
             if noise or include_radiance:
-                sigma = _noise_sigma(cube, spec["detector"], spec["radcal"], xposure, nbin)
+                sigma = _noise_sigma(cube, photon, floor)
             if include_radiance:
                 keep["radiance_true"][sl] = cube.transpose(1, 2, 0)
                 keep["error_true"][sl] = sigma.transpose(1, 2, 0)
@@ -792,6 +798,7 @@ def make_spice_l2(
             WAVEMIN=header["WAVEMIN"],
             WAVEMAX=header["WAVEMAX"],
         )
+        ds.attrs.update({k: v for k, v in noise_attrs.items() if k != "noise_formula"})
         children[window_node_name(spec["extname"])] = ds
 
     table = fits.BinTableHDU.from_columns(radcal_cols)
@@ -807,7 +814,8 @@ def make_spice_l2(
             "seed": int(seed),
             "noise": int(bool(noise)),
             "noise_model": "sigma = sqrt(F^2 G RADCAL I + k NBIN (R^2 + D XPOSURE)) / RADCAL",
-            "noise_constants": repr(SPICE_NOISE),
+            "noise_model_citation": SPICE_NOISE_CITATION,
+            "noise_constants": repr({d: dict(c) for d, c in SPICE_NOISE_CONSTANTS.items()}),
             "description": "true line parameters of a synthetic SPICE L2 file",
         }
     )
@@ -908,7 +916,8 @@ def make_spectra(
         (cent - ref)[:, :, None].astype(_np.float32),
         wid[:, :, None].astype(_np.float32),
     )
-    sigma = _noise_sigma(cube, spec["detector"], spec["radcal"], xposure, 1)
+    photon, floor, _ = _noise_terms(spec["detector"], spec["radcal"], float(xposure), 1, 1)
+    sigma = _noise_sigma(cube, photon, floor)
     radiance = cube.copy()
     if noise:
         radiance += sigma * rng.standard_normal(cube.shape, dtype=_np.float32)

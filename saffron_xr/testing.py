@@ -71,6 +71,6 @@ def chianti_dir() -> Path:
 
 
 # the synthetic-file generator lives in its own module (the demo and notebooks use it too)
-from .synthetic import SPICE_NOISE, composition_windows, make_spectra, make_spice_l2  # noqa: E402
+from .synthetic import composition_windows, make_spectra, make_spice_l2  # noqa: E402
 
-__all__ += ["make_spice_l2", "make_spectra", "composition_windows", "SPICE_NOISE"]
+__all__ += ["make_spice_l2", "make_spectra", "composition_windows"]
