@@ -42,9 +42,12 @@ The gufuncs are built on first use by `fit_gufunc` / `adaptive_gufunc` (``functo
 and are cached on disk by numba (``cache=True``), in ``__pycache__`` next to this file when
 it is writable, else in numba's per-user cache folder (or ``NUMBA_CACHE_DIR``). The cache
 is keyed on this file's modification time and size and on the numba version, so an
-upgrade recompiles; later processes and every dask worker on the same file system load the
-compiled code instead of compiling it (the gufunc itself is never pickled: workers build
-it from this importable module). ``SAFFRON_NUMBA_CACHE=0`` turns the disk cache off;
+upgrade recompiles (and on the CPU, so a folder shared by different machines is safe);
+later processes and every dask worker on the same file system load the compiled code
+instead of compiling it: a warm process compiles nothing (``tests/test_fit_cache.py``).
+numba writes each cache file to a temporary name and renames it, so workers compiling at
+the same time do not corrupt it; the gufunc itself is never pickled: workers build it from
+this importable module. ``SAFFRON_NUMBA_CACHE=0`` turns the disk cache off;
 ``SAFFRON_NUMBA_FASTMATH=1`` opts in to fastmath flags that keep NaN/Inf semantics.
 """
 
@@ -201,7 +204,9 @@ def packed_layout(
         layout[name] = slice(o, o + n)
         o += n
     layout["size"] = o
-    starts = packed_offsets(n_lines, n_full)
+    # the Python function under the njit one: the same numbers without compiling it in
+    # every fresh process (it is cheap; the kernels inline their own compiled copy)
+    starts = packed_offsets.py_func(n_lines, n_full)
     names = ("params", "errors", "cov_amplitude_centroid", "significance", "at_bound",
              "detected", "chi2", "covariance")  # fmt: skip
     for name, start in zip(names, starts, strict=True):
