@@ -14,7 +14,7 @@ import dask
 
 # the synthetic-file generator is its own module (the demo and notebooks use it too); it is
 # re-exported here for the tests and benchmarks
-from .synthetic import SPICE_NOISE, composition_windows, make_spectra, make_spice_l2
+from .synthetic import composition_windows, make_spectra, make_spice_l2
 
 __all__ = [
     "raise_if_dask_computes",
@@ -23,7 +23,6 @@ __all__ = [
     "make_spice_l2",
     "make_spectra",
     "composition_windows",
-    "SPICE_NOISE",
 ]
 
 

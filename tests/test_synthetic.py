@@ -13,8 +13,8 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 import saffron_xr
 from saffron_xr.io.filenames import parse_spice_filename
+from saffron_xr.prep.noise import SPICE_NOISE_CONSTANTS
 from saffron_xr.testing import (
-    SPICE_NOISE,
     composition_windows,
     make_spectra,
     make_spice_l2,
@@ -285,11 +285,11 @@ def test_noise_follows_the_spice_model(noisy):
         data, hdr = _window_data(path, tr.attrs["EXTNAME"])
         cube = _as_reader_layout(data, "ras")
         det = hdr["DETECTOR"]
-        c = SPICE_NOISE[det]
+        c = SPICE_NOISE_CONSTANTS[det]
         true = tr.radiance_true.values.astype(float)
         expected = (
             np.sqrt(
-                c["photon_factor"] ** 2 * c["gain"] * hdr["RADCAL"] * np.maximum(true, 0)
+                c["noise_factor"] ** 2 * c["gain"] * hdr["RADCAL"] * np.maximum(true, 0)
                 + 2.0 * 1 * (6.9**2 + c["dark_current"] * hdr["XPOSURE"])
             )
             / hdr["RADCAL"]
@@ -316,10 +316,10 @@ def _peak_snr(truth):
     snr = []
     for node in truth.children.values():
         tr = node.to_dataset()
-        c = SPICE_NOISE[tr.attrs["DETECTOR"]]
+        c = SPICE_NOISE_CONSTANTS[tr.attrs["DETECTOR"]]
         radcal, t = tr.attrs["RADCAL"], tr.attrs["XPOSURE"]
         peak = tr.amplitude + tr.background
-        var = c["photon_factor"] ** 2 * c["gain"] * radcal * peak
+        var = c["noise_factor"] ** 2 * c["gain"] * radcal * peak
         var = var + 2 * (6.9**2 + c["dark_current"] * t)
         snr.append((tr.amplitude * radcal / np.sqrt(var)).values.ravel())
     return np.concatenate(snr)
@@ -459,6 +459,19 @@ def test_open_spice_reads_generated_file_like_the_truth(noiseless):
         assert ds.attrs["RADCAL"] == tr.attrs["RADCAL"]
         diff = (ds.radiance - tr.radiance_true).values
         assert np.nanmax(np.abs(diff)) == 0.0
+
+
+def test_synthetic_noise_is_the_package_noise_model(noiseless):
+    """The generator's sigma is what spice_error gives for the file it wrote (same model)."""
+    tree = saffron_xr.open_spice(noiseless.attrs["path"])
+    for name, node in noiseless.children.items():
+        tr = node.to_dataset()
+        error = saffron_xr.spice_error(tree[name].to_dataset().radiance).values
+        valid = np.isfinite(error)
+        assert valid.mean() > 0.75, name
+        np.testing.assert_allclose(tr.error_true.values[valid], error[valid], rtol=1e-6)
+        assert tr.attrs["noise_gain"] == SPICE_NOISE_CONSTANTS[tr.attrs["DETECTOR"]]["gain"]
+    assert noiseless.attrs["noise_model_citation"] == saffron_xr.SPICE_NOISE_CITATION
 
 
 # --- in-memory spectra -----------------------------------------------------------------------

@@ -42,9 +42,12 @@ The gufuncs are built on first use by `fit_gufunc` / `adaptive_gufunc` (``functo
 and are cached on disk by numba (``cache=True``), in ``__pycache__`` next to this file when
 it is writable, else in numba's per-user cache folder (or ``NUMBA_CACHE_DIR``). The cache
 is keyed on this file's modification time and size and on the numba version, so an
-upgrade recompiles; later processes and every dask worker on the same file system load the
-compiled code instead of compiling it (the gufunc itself is never pickled: workers build
-it from this importable module). ``SAFFRON_NUMBA_CACHE=0`` turns the disk cache off;
+upgrade recompiles (and on the CPU, so a folder shared by different machines is safe);
+later processes and every dask worker on the same file system load the compiled code
+instead of compiling it: a warm process compiles nothing (``tests/test_fit_cache.py``).
+numba writes each cache file to a temporary name and renames it, so workers compiling at
+the same time do not corrupt it; the gufunc itself is never pickled: workers build it from
+this importable module. ``SAFFRON_NUMBA_CACHE=0`` turns the disk cache off;
 ``SAFFRON_NUMBA_FASTMATH=1`` opts in to fastmath flags that keep NaN/Inf semantics.
 """
 
@@ -201,7 +204,9 @@ def packed_layout(
         layout[name] = slice(o, o + n)
         o += n
     layout["size"] = o
-    starts = packed_offsets(n_lines, n_full)
+    # the Python function under the njit one: the same numbers without compiling it in
+    # every fresh process (it is cheap; the kernels inline their own compiled copy)
+    starts = packed_offsets.py_func(n_lines, n_full)
     names = ("params", "errors", "cov_amplitude_centroid", "significance", "at_bound",
              "detected", "chi2", "covariance")  # fmt: skip
     for name, start in zip(names, starts, strict=True):
@@ -823,6 +828,21 @@ def _start(q, p0, n, smp, mdl, pfull, jac, tmp, free_root, free_kind, lower, upp
 
 
 @_jit
+def _negligible(decrease, step, jtj, chi2, dof, ftol, xtol):
+    """Whether a step (taken or proposed) ends the iteration: chi2 decreases by at most
+    ``ftol * s2``, or every parameter moves by at most ``xtol`` of its 1-sigma error
+    (``step**2 * (J^T J)_aa <= xtol**2 * s2``), with ``s2 = chi2 / dof``.
+    """
+    s2 = max(chi2 / dof, 1e-300)
+    if decrease <= ftol * s2:
+        return True
+    for a in range(step.shape[0]):
+        if step[a] * step[a] * jtj[a, a] > xtol * xtol * s2:
+            return False
+    return True
+
+
+@_jit
 def _iterate(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper, max_iter, ftol, xtol,
              ascending):  # fmt: skip
     """Bounded Levenberg-Marquardt from q (residuals, J^T J and J^T r already at q).
@@ -880,14 +900,10 @@ def _iterate(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper, max_iter, ftol
                 if lmb <= 1.0 and first_try and not clipped:
                     # Converged already if the proposed (nearly Gauss-Newton) step is
                     # negligible: this saves evaluating a last, useless trial point.
-                    s2 = max(chi2 / dof, 1e-300)
                     pred = _predicted_decrease(q, q_try, jtj, jtr, nfree)
-                    small_step = True
                     for a in range(nfree):
-                        da = q_try[a] - q[a]
-                        if da * da * jtj[a, a] > xtol * xtol * s2:
-                            small_step = False
-                    if pred <= ftol * s2 or small_step:
+                        delta[a] = q_try[a] - q[a]  # the step proposed
+                    if _negligible(pred, delta, jtj, chi2, dof, ftol, xtol):
                         converged_now = True
                         break
                 first_try = False
@@ -921,12 +937,7 @@ def _iterate(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper, max_iter, ftol
             q[a] = q_try[a]
         chi2 = chi2_try
         _jacobian(q, n, smp, mdl, pfull, jac, ascending)
-        s2 = max(chi2 / dof, 1e-300)
-        small_step = True
-        for f in range(nfree):
-            if delta[f] * delta[f] * jtj[f, f] > xtol * xtol * s2:
-                small_step = False
-        if lam_used <= 1.0 and (dchi <= ftol * s2 or small_step):
+        if lam_used <= 1.0 and _negligible(dchi, delta, jtj, chi2, dof, ftol, xtol):
             status = _ST_CONVERGED
             break
     return status, n_iter, chi2

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .model import LineModel
+from .profiles import gaussian
 
 __all__ = ["fit_reference", "evaluate_model"]
 
@@ -35,7 +36,7 @@ def evaluate_model(full, wavelength, compiled) -> np.ndarray:
     out = np.zeros_like(lam)
     for ln in range(compiled.n_lines):
         amp, cen, wid = full[3 * ln : 3 * ln + 3]
-        out += amp * np.exp(-0.5 * ((lam - cen) / wid) ** 2)
+        out += gaussian(lam, amp, cen, wid)
     nbg = compiled.degree + 1
     bg = np.full_like(lam, np.nan)
     for s in range(compiled.n_segments):

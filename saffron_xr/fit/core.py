@@ -6,23 +6,21 @@ run on the data, so importing the package does not import numba.
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
 import xarray as xr
 
 from .._units import is_angstrom
+from ._results import PACKED_DIM, add_levels, add_quality, unpack
 from .model import PARAM_KINDS, LineModel
-from .status import FitStatus
+from .profiles import gaussian
 
 __all__ = ["fit_lines", "model_spectrum"]
 
 #: Input attributes copied to the result (provenance), when present.
-PROVENANCE_ATTRS = ("SPIOBSID", "RASTERNO", "STUDY", "DATE-OBS", "filename", "EXTNAME", "DETECTOR")
 
 _PARAM_DIM = "_param"
-_PACKED_DIM = "_packed"
 _THRESHOLD_KINDS = PARAM_KINDS
 
 
@@ -180,6 +178,78 @@ def fit_lines(
             raise ValueError(f"fit_lines: data has no dimension {d!r} (dims: {data.dims})")
     wave = _wavelength(data, dim)
     compiled = model.compile(wave)
+    options, thr = _options(
+        compiled,
+        error=error,
+        dim=dim,
+        max_iter=max_iter,
+        ftol=ftol,
+        xtol=xtol,
+        min_valid=min_valid,
+        scale_errors=scale_errors,
+        rescale_initial=rescale_initial,
+        noise=noise,
+        moments=moments,
+        detection_threshold=detection_threshold,
+        covariance=covariance,
+        level_dim=level_dim,
+        thresholds=thresholds,
+    )
+
+    from . import _kernels
+
+    spec = _kernels.pack_spec(
+        compiled,
+        max_iter=options["max_iter"],
+        ftol=options["ftol"],
+        xtol=options["xtol"],
+        min_valid=options["min_valid"],
+        scale_errors=options["scale_errors"],
+        rescale_initial=options["rescale_initial"],
+        moments=options["moments"],
+        reweight=noise is not None,
+        full_cov=options["covariance"],
+        detection=options["detection_threshold"],
+        thresholds=thr,
+    )
+    layout = _kernels.packed_layout(
+        compiled.n_lines,
+        compiled.n_full,
+        compiled.n_free,
+        full_cov=options["covariance"],
+        adaptive=adaptive,
+    )
+    loop_dims = [d for d in data.dims if d not in core]
+    inputs, core_dims = _inputs(data, error, noise, wave, compiled, model, core, loop_dims)
+    packed = xr.apply_ufunc(
+        _fit_block,
+        *inputs,
+        kwargs={"spec": spec, "size": layout["size"], "adaptive": adaptive},
+        input_core_dims=core_dims,
+        output_core_dims=[[PACKED_DIM]],
+        dask="parallelized",
+        output_dtypes=[np.float64],
+        dask_gufunc_kwargs={"output_sizes": {PACKED_DIM: layout["size"]}},
+        join="exact",
+        keep_attrs=False,
+    )
+    # keep_attrs=False also drops the attrs of the pixel coordinates (units, the spatial
+    # WCS of hpln/hplt): put the input's coordinates back
+    packed = packed.assign_coords(
+        {k: v for k, v in data.coords.items() if k in packed.coords and k not in packed.indexes}
+    )
+    ds = unpack(packed, layout, compiled, model, data, loop_dims, options)
+    ds = add_quality(ds, packed, layout, compiled, loop_dims, options["detection_threshold"])
+    if adaptive:
+        ds = add_levels(ds, packed, layout, data, level_dim)
+    return ds
+
+
+def _options(compiled, *, error, dim, max_iter, ftol, xtol, min_valid, scale_errors,
+             rescale_initial, noise, moments, detection_threshold, covariance, level_dim,
+             thresholds) -> tuple[dict, tuple]:  # fmt: skip
+    """The checked fit options with their defaults (the ``fit_options`` attribute), and the
+    adaptive thresholds ``(amplitude, centroid, width)`` (inf: not constrained)."""
     n_free = compiled.n_free
     if min_valid is None:
         min_valid = n_free + 1
@@ -192,70 +262,12 @@ def fit_lines(
         raise ValueError("fit_lines: max_iter, ftol and xtol must be >= 0")
     if scale_errors is None:
         scale_errors = error is None
+    adaptive = thresholds is not None
     thr = _thresholds(thresholds) if adaptive else (math.inf,) * 3
     if not (detection_threshold >= 0):
         raise ValueError(
             f"fit_lines: detection_threshold must be >= 0 (sigma), got {detection_threshold}"
         )
-
-    from . import _kernels
-
-    spec = _kernels.pack_spec(
-        compiled,
-        max_iter=int(max_iter),
-        ftol=float(ftol),
-        xtol=float(xtol),
-        min_valid=int(min_valid),
-        scale_errors=bool(scale_errors),
-        rescale_initial=bool(rescale_initial),
-        moments=bool(moments),
-        reweight=noise is not None,
-        full_cov=bool(covariance),
-        detection=float(detection_threshold),
-        thresholds=thr,
-    )
-    layout = _kernels.packed_layout(
-        compiled.n_lines, compiled.n_full, n_free, full_cov=bool(covariance), adaptive=adaptive
-    )
-
-    values = data if data.dtype in (np.float32, np.float64) else data.astype(np.float64)
-    if error is None:
-        err = xr.DataArray(np.ones([data.sizes[d] for d in core], values.dtype), dims=core)
-    else:
-        if not isinstance(error, xr.DataArray):
-            raise TypeError("fit_lines: error must be an xarray.DataArray (1-sigma) or None")
-        err = error.astype(values.dtype) if error.dtype != values.dtype else error
-        missing = {d: data.sizes[d] for d in core if d not in error.dims}
-        if missing:  # e.g. one error for every binning level: broadcast (a view)
-            err = err.expand_dims(missing)
-    loop_dims = [d for d in data.dims if d not in core]
-    p0 = _initial(compiled, model, loop_dims)
-    values = _one_chunk(values, core)
-    err = _one_chunk(err, core)
-    inputs = [values, err, xr.DataArray(wave, dims=[dim]), p0]
-    core_dims = [core, core, [dim], [_PARAM_DIM]]
-    if noise is not None:  # without a noise model the kernel gets NaN terms (see _fit_block)
-        for term in _noise_inputs(noise, data, core):
-            inputs.append(_one_chunk(term, core))
-            core_dims.append(core)
-
-    packed = xr.apply_ufunc(
-        _fit_block,
-        *inputs,
-        kwargs={"spec": spec, "size": layout["size"], "adaptive": adaptive},
-        input_core_dims=core_dims,
-        output_core_dims=[[_PACKED_DIM]],
-        dask="parallelized",
-        output_dtypes=[np.float64],
-        dask_gufunc_kwargs={"output_sizes": {_PACKED_DIM: layout["size"]}},
-        join="exact",
-        keep_attrs=False,
-    )
-    # keep_attrs=False also drops the attrs of the pixel coordinates (units, the spatial
-    # WCS of hpln/hplt): put the input's coordinates back
-    packed = packed.assign_coords(
-        {k: v for k, v in data.coords.items() if k in packed.coords and k not in packed.indexes}
-    )
     options = {
         "dim": dim,
         "max_iter": int(max_iter),
@@ -275,11 +287,33 @@ def fit_lines(
         options["thresholds"] = {
             k: None if math.isinf(v) else v for k, v in zip(_THRESHOLD_KINDS, thr, strict=True)
         }
-    ds = _unpack(packed, layout, compiled, model, data, loop_dims, options)
-    ds = _add_quality(ds, packed, layout, compiled, loop_dims, float(detection_threshold))
-    if adaptive:
-        ds = _add_levels(ds, packed, layout, data, level_dim)
-    return ds
+    return options, thr
+
+
+def _inputs(data, error, noise, wave, compiled, model, core, loop_dims) -> tuple[list, list]:
+    """The arrays given to the gufunc and their core dims: data, error, wavelength,
+    initial parameters and (with a noise model) its two terms; one chunk along `core`."""
+    values = data if data.dtype in (np.float32, np.float64) else data.astype(np.float64)
+    if error is None:
+        err = xr.DataArray(np.ones([data.sizes[d] for d in core], values.dtype), dims=core)
+    else:
+        if not isinstance(error, xr.DataArray):
+            raise TypeError("fit_lines: error must be an xarray.DataArray (1-sigma) or None")
+        err = error.astype(values.dtype) if error.dtype != values.dtype else error
+        missing = {d: data.sizes[d] for d in core if d not in error.dims}
+        if missing:  # e.g. one error for every binning level: broadcast (a view)
+            err = err.expand_dims(missing)
+    p0 = _initial(compiled, model, loop_dims)
+    values = _one_chunk(values, core)
+    err = _one_chunk(err, core)
+    dim = core[-1]
+    inputs = [values, err, xr.DataArray(wave, dims=[dim]), p0]
+    core_dims = [core, core, [dim], [_PARAM_DIM]]
+    if noise is not None:  # without a noise model the kernel gets NaN terms (see _fit_block)
+        for term in _noise_inputs(noise, data, core):
+            inputs.append(_one_chunk(term, core))
+            core_dims.append(core)
+    return inputs, core_dims
 
 
 def _fit_block(y, err, wave, p0, photon=None, floor=None, *, spec, size, adaptive):
@@ -404,224 +438,6 @@ def _initial(compiled, model, loop_dims) -> xr.DataArray:
     )
 
 
-def _units(data) -> str:
-    return str(data.attrs.get("units") or data.attrs.get("BUNIT") or "unknown")
-
-
-def _unpack(packed, layout, compiled, model, data, loop_dims, options) -> xr.Dataset:
-    """Split the packed per-pixel vector into named variables (the only place that does)."""
-    nl = compiled.n_lines
-    nbg = compiled.degree + 1
-    nseg = compiled.n_segments
-    segmented = model.segments is not None
-    amp_units = _units(data)
-
-    def take(index, dims):
-        return packed.isel({_PACKED_DIM: xr.DataArray(index, dims=dims)}).transpose(
-            *dims, *loop_dims
-        )
-
-    def scalar(name):
-        return packed.isel({_PACKED_DIM: layout[name].start})
-
-    line_idx = np.arange(nl) * 3
-    units = {"amplitude": amp_units, "centroid": "Angstrom", "width": "Angstrom"}
-    long = {
-        "amplitude": "peak spectral radiance of the Gaussian",
-        "centroid": "line centroid wavelength",
-        "width": "Gaussian sigma (FWHM = 2 sqrt(2 ln 2) sigma)",
-    }
-    data_vars = {}
-    for k, kind in enumerate(PARAM_KINDS):
-        attrs = {"units": units[kind], "long_name": long[kind]}
-        data_vars[kind] = take(layout["params"].start + line_idx + k, ["line"]).assign_attrs(attrs)
-        data_vars[f"{kind}_err"] = take(
-            layout["errors"].start + line_idx + k, ["line"]
-        ).assign_attrs({"units": units[kind], "long_name": f"1-sigma error of {kind}"})
-    cov_units = {
-        "cov_amplitude_centroid": f"{amp_units} Angstrom",
-        "cov_amplitude_width": f"{amp_units} Angstrom",
-        "cov_centroid_width": "Angstrom2",
-    }
-    for name, u in cov_units.items():
-        a, b = name[4:].split("_")
-        data_vars[name] = take(layout[name].start + np.arange(nl), ["line"]).assign_attrs(
-            {"units": u, "long_name": f"covariance of {a} and {b}"}
-        )
-    bg_dims = ["segment", "degree"] if segmented else ["degree"]
-    bg_index = 3 * nl + np.arange(nseg * nbg).reshape(nseg, nbg)
-    if not segmented:
-        bg_index = bg_index[0]
-    bg_attrs = {
-        # one variable holds every degree: `units` is that of degree 0, the others follow
-        "units": amp_units,
-        "units_by_degree": "; ".join(
-            f"{k}: {amp_units}" + (f" Angstrom-{k}" if k else "") for k in range(nbg)
-        ),
-        "long_name": "background polynomial coefficients",
-        "description": (
-            "background(wavelength) = sum_k background[k] * (wavelength - "
-            "background_reference)**k, wavelength in Angstrom; coefficient k is in "
-            f"{amp_units} per Angstrom**k"
-        ),
-    }
-    data_vars["background"] = take(layout["params"].start + bg_index, bg_dims).assign_attrs(
-        bg_attrs
-    )
-    data_vars["background_err"] = take(layout["errors"].start + bg_index, bg_dims).assign_attrs(
-        {**bg_attrs, "long_name": "1-sigma error of the background coefficients"}
-    )
-    data_vars["chi2"] = scalar("chi2").assign_attrs(
-        {"units": "1", "long_name": "reduced chi-square (chi2 / (n_valid - n_free))"}
-    )
-    data_vars["status"] = (
-        scalar("status")
-        .astype(np.int8)
-        .assign_attrs(
-            {
-                "units": "1",
-                "long_name": "fit status (saffron_xr.FitStatus)",
-                "flag_values": np.array([int(s) for s in FitStatus], dtype=np.int8),
-                "flag_meanings": FitStatus.flag_attrs()["flag_meanings"],
-            }
-        )
-    )
-    data_vars["n_iter"] = (
-        scalar("n_iter")
-        .astype(np.int32)
-        .assign_attrs({"units": "1", "long_name": "Levenberg-Marquardt iterations"})
-    )
-    data_vars["n_valid"] = (
-        scalar("n_valid")
-        .astype(np.int32)
-        .assign_attrs({"units": "1", "long_name": "number of valid samples fitted"})
-    )
-    ds = xr.Dataset(data_vars)
-    names = model.lines
-    infos = [model.line_info(n) for n in names]
-    coords = {
-        "line": ("line", np.array(names, dtype=object)),
-        "ion": ("line", np.array([i["ion"] or "" for i in infos], dtype=object)),
-        "rest_wavelength": (
-            "line",
-            np.array(
-                [np.nan if i["rest_wavelength"] is None else i["rest_wavelength"] for i in infos],
-                dtype=np.float64,
-            ),
-            {"units": "Angstrom", "long_name": "rest wavelength"},
-        ),
-        "degree": ("degree", np.arange(nbg)),
-    }
-    ref_attrs = {"units": "Angstrom", "long_name": "centre of the background polynomial"}
-    if segmented:
-        coords["segment"] = ("segment", np.arange(nseg))
-        coords["segment_min"] = ("segment", compiled.segment_min, {"units": "Angstrom"})
-        coords["segment_max"] = ("segment", compiled.segment_max, {"units": "Angstrom"})
-        coords["background_reference"] = ("segment", compiled.segment_reference, ref_attrs)
-    else:
-        coords["background_reference"] = ((), float(compiled.segment_reference[0]), ref_attrs)
-    ds = ds.assign_coords(coords)
-    ds["line"] = ds["line"].astype(str)
-    ds["ion"] = ds["ion"].astype(str)
-    from .._meta import __version__
-
-    attrs = {k: data.attrs[k] for k in PROVENANCE_ATTRS if k in data.attrs}
-    attrs["line_model"] = model.to_json()
-    attrs["fit_options"] = json.dumps(options, allow_nan=False)
-    attrs["saffron_xr_version"] = __version__
-    ds.attrs = attrs
-    return ds
-
-
-def _add_quality(ds, packed, layout, compiled, loop_dims, threshold) -> xr.Dataset:
-    """Per-line significance, detection and at-bound flags; the optional full covariance."""
-
-    def per_line(name):
-        index = xr.DataArray(np.arange(layout[name].start, layout[name].stop), dims=["line"])
-        return packed.isel({_PACKED_DIM: index}).transpose("line", *loop_dims)
-
-    sig = per_line("significance")
-    ds["significance"] = sig.assign_attrs(
-        {
-            "units": "1",
-            "long_name": "line significance (sigma)",
-            "description": (
-                "amplitude / its 1-sigma error with centroids and widths fixed: the signed "
-                "square root of the chi2 increase when the line is removed and the other "
-                "amplitudes and background refit; 0 where the amplitude went to 0"
-            ),
-        }
-    )
-    # packed by the kernel (not `sig >= threshold`: a dask key shared by two variables of
-    # one Dataset has been lost by graph optimisation on distributed, see the tests)
-    ds["detected"] = (per_line("detected") > 0.5).assign_attrs(
-        {
-            "units": "1",
-            "long_name": "line detected",
-            "description": f"significance >= {threshold:g}",
-        }
-    )
-    ds["at_bound"] = (per_line("at_bound") > 0.5).assign_attrs(
-        {
-            "units": "1",
-            "long_name": "a free parameter of the line sits on one of its bounds",
-            "description": (
-                "that parameter's error is NaN (the curvature at a bound understates the "
-                "uncertainty); the other errors are conditional on it"
-            ),
-        }
-    )
-    ds.attrs["detection_threshold"] = threshold
-    nfree = compiled.n_free
-    if layout["covariance"].stop > layout["covariance"].start:
-        index = np.arange(layout["covariance"].start, layout["covariance"].stop).reshape(
-            nfree, nfree
-        )
-        cov = packed.isel({_PACKED_DIM: xr.DataArray(index, dims=["param", "param2"])})
-        names = [compiled.full_names[int(j)] for j in compiled.free_root]
-        ds["covariance"] = (
-            cov.transpose("param", "param2", *loop_dims)
-            .assign_coords(param=("param", names), param2=("param2", names))
-            .assign_attrs(
-                {
-                    "units": "mixed (products of the parameters' units)",
-                    "long_name": "covariance of the free parameters",
-                    "description": (
-                        "rows/columns named '<line>/<kind>' or 'background/<segment>/<degree>'; "
-                        "in the units of the parameters' products; NaN rows for parameters "
-                        "on a bound or not identifiable"
-                    ),
-                }
-            )
-        )
-    return ds
-
-
-def _add_levels(ds, packed, layout, data, level_dim) -> xr.Dataset:
-    index = packed.isel({_PACKED_DIM: layout["level"].start}).astype(np.int32)
-    ds["level_index"] = index.assign_attrs(
-        {"units": "1", "long_name": f"index along {level_dim!r} of the level kept"}
-    )
-    if level_dim in data.coords:
-        values = np.asarray(data[level_dim].values)
-        level = xr.apply_ufunc(
-            _take_values,
-            index,
-            kwargs={"values": values},
-            dask="parallelized",
-            output_dtypes=[values.dtype],
-        )
-        attrs = dict(data[level_dim].attrs)
-        attrs.setdefault("units", "1")
-        attrs["long_name"] = f"{level_dim} kept (coordinate value)"
-        ds["level"] = level.assign_attrs(attrs)
-    return ds
-
-
-def _take_values(index, *, values):
-    return values[index]
-
-
 def model_spectrum(
     params: xr.Dataset, wavelength: xr.DataArray | np.ndarray, *, dim: str = "wavelength"
 ) -> xr.DataArray:
@@ -675,8 +491,8 @@ def model_spectrum(
             raise ValueError(f"model_spectrum: params has no {name!r} variable")
     if "background_reference" not in params.coords and "background_reference" not in params:
         raise ValueError("model_spectrum: params has no 'background_reference' coordinate")
-    z = (lam - params["centroid"]) / params["width"]
-    lines = (params["amplitude"] * np.exp(-0.5 * z * z)).sum("line", skipna=False)
+    lines = gaussian(lam, params["amplitude"], params["centroid"], params["width"])
+    lines = lines.sum("line", skipna=False)
     bg = params["background"]
     ref = params["background_reference"]
     degree = (

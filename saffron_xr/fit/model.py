@@ -21,12 +21,10 @@ import math
 import re
 from dataclasses import dataclass, field
 
-import numpy as np
+from ._model_checks import check_bound, check_initial, check_segments, is_scalar
+from .compiled import PARAM_KINDS, CompiledModel, compile_model
 
-__all__ = ["LineModel", "PARAM_KINDS", "DEFAULT_BOUNDS"]
-
-#: The parameters of one Gaussian line, in the order of the full parameter vector.
-PARAM_KINDS = ("amplitude", "centroid", "width")
+__all__ = ["LineModel", "CompiledModel", "PARAM_KINDS", "DEFAULT_BOUNDS"]
 
 #: Bounds used for a line parameter when ``add_line`` is not given any. The width's lower
 #: bound (1e-3 Angstrom, far below any resolvable SPICE width) keeps every Gaussian finite.
@@ -40,10 +38,6 @@ _MAX_DEGREE = 2
 _NAME_RE = re.compile(r"^\s*([A-Za-z]{1,2}_\d+)\s+([0-9]+(?:\.[0-9]*)?)\s*$")
 
 
-def _is_scalar(value) -> bool:
-    return np.ndim(value) == 0 and not hasattr(value, "dims")
-
-
 @dataclass
 class _Line:
     name: str
@@ -51,83 +45,6 @@ class _Line:
     rest_wavelength: float | None
     initial: dict = field(default_factory=dict)  # kind -> float, DataArray or None
     bounds: dict = field(default_factory=dict)  # kind -> (lo, hi)
-
-
-@dataclass
-class CompiledModel:
-    """The arrays the kernel and the reference read, for one wavelength grid.
-
-    Attributes
-    ----------
-    n_lines, degree, n_segments, n_full, n_free : int
-        Sizes.
-    full_names : list of str
-        ``"<line>/<kind>"`` or ``"background/<segment>/<degree>"`` for every full parameter.
-    full_kind : numpy.ndarray of int
-        0 amplitude, 1 centroid, 2 width, 3 background, per full parameter.
-    root : numpy.ndarray of int
-        Index of the free parameter each full parameter follows, -1 if fixed.
-    scale, offset : numpy.ndarray
-        ``full[j] = scale[j] * free[root[j]] + offset[j]`` (``offset[j]`` alone if fixed).
-    free_root : numpy.ndarray of int
-        For each free parameter, the full parameter it *is* (scale 1, offset 0).
-    free_lower, free_upper : numpy.ndarray
-        Bounds of the free parameters (the own bounds of the root intersected with the
-        bounds of every full parameter tied to it, mapped through the tie).
-    transform : numpy.ndarray
-        ``T`` (n_full x n_free).
-    constant : numpy.ndarray
-        ``c`` (n_full).
-    segment_min, segment_max, segment_reference : numpy.ndarray
-        Wavelength range of each segment and the wavelength the background polynomial is
-        centred on (Angstrom).
-    initial : list
-        Initial value of every full parameter: float, DataArray over the fitted pixels, or
-        None (per-pixel value not stored, see `LineModel.from_dict`).
-    """
-
-    n_lines: int
-    degree: int
-    n_segments: int
-    full_names: list
-    full_kind: np.ndarray
-    root: np.ndarray
-    scale: np.ndarray
-    offset: np.ndarray
-    free_root: np.ndarray
-    free_lower: np.ndarray
-    free_upper: np.ndarray
-    segment_min: np.ndarray
-    segment_max: np.ndarray
-    segment_reference: np.ndarray
-    initial: list
-
-    @property
-    def n_full(self) -> int:
-        return len(self.full_names)
-
-    @property
-    def n_free(self) -> int:
-        return len(self.free_root)
-
-    @property
-    def transform(self) -> np.ndarray:
-        t = np.zeros((self.n_full, self.n_free))
-        free = self.root >= 0
-        t[np.flatnonzero(free), self.root[free]] = self.scale[free]
-        return t
-
-    @property
-    def constant(self) -> np.ndarray:
-        return self.offset.copy()
-
-    def full_from_free(self, free) -> np.ndarray:
-        """Full parameter vector from a free one (``T @ free + c``)."""
-        return self.transform @ np.asarray(free, dtype=float) + self.offset
-
-    def free_from_full(self, full) -> np.ndarray:
-        """Free parameter vector read from the root entries of a full one."""
-        return np.asarray(full, dtype=float)[self.free_root]
 
 
 class LineModel:
@@ -172,7 +89,7 @@ class LineModel:
                 f"LineModel: background_degree must be 0, 1 or 2, got {background_degree!r}"
             )
         self._degree = degree
-        self._segments = self._check_segments(segments)
+        self._segments = check_segments(segments)
         self._lines: dict[str, _Line] = {}
         self._ties: dict[tuple[str, str], tuple[str, float]] = {}
         self._fixed: dict[tuple[str, str], float] = {}
@@ -312,9 +229,9 @@ class LineModel:
             rest_wavelength=None if rest_wavelength is None else float(rest_wavelength),
         )
         for kind, value in zip(PARAM_KINDS, (amplitude, centroid, width), strict=True):
-            lo, hi = self._check_bound(name, kind, bounds.get(kind, DEFAULT_BOUNDS[kind]))
+            lo, hi = check_bound(name, kind, bounds.get(kind, DEFAULT_BOUNDS[kind]))
             line.bounds[kind] = (lo, hi)
-            line.initial[kind] = self._check_initial(name, kind, value, lo, hi)
+            line.initial[kind] = check_initial(name, kind, value, lo, hi)
         with self._transaction():
             self._lines[name] = line
 
@@ -392,7 +309,7 @@ class LineModel:
         ln = self._get(line, "set_initial")
         self._check_kind(param, "set_initial")
         lo, hi = ln.bounds[param]
-        value = self._check_initial(line, param, value, lo, hi)
+        value = check_initial(line, param, value, lo, hi)
         old = ln.initial[param]
         ln.initial[param] = value
         try:
@@ -420,10 +337,10 @@ class LineModel:
         """
         ln = self._get(line, "set_bounds")
         self._check_kind(param, "set_bounds")
-        lo, hi = self._check_bound(line, param, bounds)
+        lo, hi = check_bound(line, param, bounds)
         old_bounds, old_initial = ln.bounds[param], ln.initial[param]
         value = old_initial
-        if _is_scalar(value) and value is not None:
+        if is_scalar(value) and value is not None:
             eps = 1e-9 * (hi - lo) if math.isfinite(hi - lo) else 0.0
             value = min(max(float(value), lo + eps), hi - eps)
         ln.bounds[param] = (lo, hi)
@@ -460,7 +377,7 @@ class LineModel:
         """
 
         def num(v):
-            return None if v is None or not _is_scalar(v) or math.isinf(v) else float(v)
+            return None if v is None or not is_scalar(v) or math.isinf(v) else float(v)
 
         return {
             "format": "saffron_xr.LineModel",
@@ -513,11 +430,11 @@ class LineModel:
             }
             line = _Line(ld["name"], ld.get("ion"), ld.get("rest_wavelength"))
             for kind in PARAM_KINDS:
-                lo, hi = cls._check_bound(ld["name"], kind, bounds.get(kind, DEFAULT_BOUNDS[kind]))
+                lo, hi = check_bound(ld["name"], kind, bounds.get(kind, DEFAULT_BOUNDS[kind]))
                 line.bounds[kind] = (lo, hi)
                 value = ld.get(kind)
                 line.initial[kind] = (
-                    None if value is None else cls._check_initial(ld["name"], kind, value, lo, hi)
+                    None if value is None else check_initial(ld["name"], kind, value, lo, hi)
                 )
             if line.name in model._lines:
                 raise ValueError(f"LineModel.from_dict: duplicate line {line.name!r}")
@@ -565,79 +482,8 @@ class LineModel:
         -------
         CompiledModel
         """
-        if self._segments is None:
-            if wavelength is None:
-                raise ValueError("LineModel.compile: wavelength is required without segments")
-            w = np.asarray(wavelength, dtype=float)
-            w = w[np.isfinite(w)]
-            if w.size == 0:
-                raise ValueError("LineModel.compile: the wavelength grid has no finite value")
-            seg_min = np.array([-np.inf])
-            seg_max = np.array([np.inf])
-            seg_ref = np.array([0.5 * (w.min() + w.max())])
-        else:
-            seg_min = np.array([s[0] for s in self._segments], dtype=float)
-            seg_max = np.array([s[1] for s in self._segments], dtype=float)
-            seg_ref = 0.5 * (seg_min + seg_max)
-        names = self.lines
-        index = {}
-        full_names, full_kind, initial = [], [], []
-        for name in names:
-            for k, kind in enumerate(PARAM_KINDS):
-                index[(name, kind)] = len(full_names)
-                full_names.append(f"{name}/{kind}")
-                full_kind.append(k)
-                initial.append(self._lines[name].initial[kind])
-        for s in range(self.n_segments):
-            for k in range(self._degree + 1):
-                full_names.append(f"background/{s}/{k}")
-                full_kind.append(3)
-                initial.append(0.0)
-        n_full = len(full_names)
-        root_full = np.empty(n_full, dtype=np.int64)  # root as a *full* index, -1 fixed
-        scale = np.ones(n_full)
-        offset = np.zeros(n_full)
-        for (name, kind), j in index.items():
-            r, s, o = self._resolve(name, kind)
-            root_full[j] = -1 if r is None else index[r]
-            scale[j], offset[j] = s, o
-        for j in range(3 * len(names), n_full):
-            root_full[j] = j
-        free_root = np.flatnonzero(root_full == np.arange(n_full))
-        free_of_full = {int(j): f for f, j in enumerate(free_root)}
-        root = np.array([-1 if r < 0 else free_of_full[int(r)] for r in root_full], np.int64)
-        lower = np.full(n_full, -np.inf)
-        upper = np.full(n_full, np.inf)
-        for (name, kind), j in index.items():
-            lower[j], upper[j] = self._lines[name].bounds[kind]
-        free_lower = np.full(free_root.size, -np.inf)
-        free_upper = np.full(free_root.size, np.inf)
-        for j in range(n_full):
-            f = root[j]
-            if f < 0:
-                continue
-            a = (lower[j] - offset[j]) / scale[j]
-            b = (upper[j] - offset[j]) / scale[j]
-            lo, hi = (a, b) if scale[j] > 0 else (b, a)
-            free_lower[f] = max(free_lower[f], lo)
-            free_upper[f] = min(free_upper[f], hi)
-        return CompiledModel(
-            n_lines=len(names),
-            degree=self._degree,
-            n_segments=self.n_segments,
-            full_names=full_names,
-            full_kind=np.array(full_kind, dtype=np.int64),
-            root=root,
-            scale=scale,
-            offset=offset,
-            free_root=free_root.astype(np.int64),
-            free_lower=free_lower,
-            free_upper=free_upper,
-            segment_min=seg_min,
-            segment_max=seg_max,
-            segment_reference=seg_ref,
-            initial=initial,
-        )
+        lines = [(name, line.initial, line.bounds) for name, line in self._lines.items()]
+        return compile_model(lines, self._degree, self._segments, self._resolve, wavelength)
 
     # ------------------------------------------------------------------ internals
     def _get(self, name, where) -> _Line:
@@ -654,71 +500,6 @@ class LineModel:
             raise ValueError(
                 f"LineModel.{where}: parameter must be one of {PARAM_KINDS}, got {kind!r}"
             )
-
-    @staticmethod
-    def _check_segments(segments):
-        if segments is None:
-            return None
-        out = []
-        for seg in segments:
-            try:
-                lo, hi = (float(v) for v in seg)
-            except (TypeError, ValueError):
-                raise ValueError(
-                    f"LineModel: each segment must be a (wmin, wmax) pair in Angstrom, got {seg!r}"
-                ) from None
-            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-                raise ValueError(f"LineModel: segment {seg!r} needs finite wmin < wmax")
-            out.append((lo, hi))
-        if not out:
-            raise ValueError("LineModel: `segments` is empty; use None for one background")
-        ordered = sorted(out)
-        for (a0, a1), (b0, _) in zip(ordered[:-1], ordered[1:], strict=True):
-            if b0 <= a1:
-                raise ValueError(f"LineModel: segments {(a0, a1)} and {(b0, _)} overlap")
-        return out
-
-    @staticmethod
-    def _check_bound(name, kind, bound):
-        try:
-            lo, hi = bound
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"LineModel: bounds of {name!r} {kind} must be a (lo, hi) pair, got {bound!r}"
-            ) from None
-        lo = -math.inf if lo is None else float(lo)
-        hi = math.inf if hi is None else float(hi)
-        if math.isnan(lo) or math.isnan(hi) or not lo < hi:
-            raise ValueError(
-                f"LineModel: bounds of {name!r} {kind} must satisfy lo < hi, got ({lo}, {hi})"
-            )
-        if kind == "width" and not lo > 0:
-            raise ValueError(
-                f"LineModel: the lower width bound of {name!r} must be > 0 Angstrom "
-                f"(got {lo}); a zero width makes the Gaussian undefined"
-            )
-        return lo, hi
-
-    @staticmethod
-    def _check_initial(name, kind, value, lo, hi):
-        if value is None:
-            return None
-        if _is_scalar(value):
-            value = float(value)
-            if not math.isfinite(value):
-                raise ValueError(f"LineModel: initial {kind} of {name!r} is not finite ({value})")
-            if not lo <= value <= hi:
-                raise ValueError(
-                    f"LineModel: initial {kind} of {name!r} ({value}) is outside its bounds "
-                    f"({lo}, {hi})"
-                )
-            return value
-        if not hasattr(value, "dims"):
-            raise ValueError(
-                f"LineModel: initial {kind} of {name!r} must be a number or an "
-                f"xarray.DataArray, got {type(value).__name__}"
-            )
-        return value
 
     def _tie(self, line, to, kind, value):
         where = f"tie_{kind}"
@@ -784,7 +565,7 @@ class LineModel:
                     f"of the parameters tied to it intersect to ({lo}, {hi})"
                 )
             init = c.initial[j]
-            if init is not None and _is_scalar(init) and not lo <= init <= hi:
+            if init is not None and is_scalar(init) and not lo <= init <= hi:
                 raise ValueError(
                     f"LineModel: initial value {init} of {names[j]} is outside the bounds "
                     f"({lo}, {hi}) implied by its own bounds and those of the parameters tied "
