@@ -179,3 +179,26 @@ def test_top_level_name():
     import saffron_xr
 
     assert saffron_xr.open_campaign is open_campaign
+
+
+def test_fip_output_becomes_a_fip_node(campaign, tmp_path):
+    folder, _ = campaign
+    fip = xr.Dataset(
+        {
+            "fip_bias": (("y",), np.linspace(1.0, 3.0, 12)),
+            "fip_bias_err": (("y",), np.full(12, 0.2)),
+        }
+    )
+    xr.DataTree.from_dict({"/": xr.Dataset(), "/S_N": fip}).to_netcdf(tmp_path / "a_fip.nc")
+    row = _row(STEMS[0], "done", str(folder / f"{STEMS[0]}_saffron.nc"))
+    row["fip_output"] = "a_fip.nc"
+    _write_index(tmp_path, [row])
+    with raise_if_dask_computes():
+        tree = open_campaign(tmp_path)
+    try:
+        node = tree[STEMS[0]]
+        assert set(node.children) == {"Ne_VIII_770_Peak", "fip"}
+        np.testing.assert_allclose(node["fip/S_N"]["fip_bias"].values, fip["fip_bias"].values)
+        assert node.attrs["fip_output"] == "a_fip.nc"
+    finally:
+        tree.close()
