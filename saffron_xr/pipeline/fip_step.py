@@ -191,6 +191,10 @@ def fip_for_file(fip_cfg: dict, results_path, cfg: dict) -> Path | None:
     involved has them, otherwise computed from ``amplitude`` and ``width`` with the default
     mask of :func:`saffron_xr.radiance`; the FIP bias is NaN wherever one of its lines is
     masked. Errors come from the radiance errors only (see :func:`saffron_xr.fip.lcr`).
+
+    The maps are computed with the active dask scheduler. They are small (a few line
+    radiances per pixel), so a caller running this inside a task on a distributed worker
+    can wrap it in ``dask.config.set(scheduler="synchronous")``.
     """
     results_path = Path(results_path)
     if not fip_cfg.get("enabled", False):
