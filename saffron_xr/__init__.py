@@ -54,6 +54,7 @@ _lazy(".io.netcdf", "open_results", "output_name", "to_netcdf")
 _lazy(".io.l3fits", "open_l3_fits", "to_l3_fits")
 _lazy(".io.reconstruct", "reconstruct")
 _lazy(".io.sunpy_map", "to_sunpy_map")
+_lazy(".io.campaign", "open_campaign")
 
 # --- derive ---
 _lazy(
@@ -142,6 +143,7 @@ __all__ = [
     "open_l3_fits",
     "reconstruct",
     "to_sunpy_map",
+    "open_campaign",
     # derive
     "radiance",
     "doppler_velocity",

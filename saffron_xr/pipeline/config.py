@@ -211,6 +211,7 @@ def validate_config(config: dict, *, where: str = "configuration", base_dir=None
     config = {k: v for k, v in config.items() if k != "_base_dir"}
     cfg = _check(config, default_config(), (), where)
     _semantic_checks(cfg, where)
+    _check_fip(cfg["fip"], where)
     cfg["_base_dir"] = str(Path(base_dir).resolve()) if base_dir is not None else str(Path.cwd())
     return cfg
 
@@ -240,3 +241,109 @@ def load_config(path) -> dict:
 def config_json(cfg: dict) -> str:
     """The configuration as a JSON string, for provenance attributes."""
     return json.dumps(cfg, sort_keys=True, default=str)
+
+
+# --- the fip: section (FIP-bias maps in the batch; written by pipeline/fip_step.py) ---------
+FIP_METHODS = ("lcr", "two-line")
+_MULTI_TYPES[("fip", "density")] = (float, int, str)
+
+
+def _shipped_dems() -> list[str]:
+    return sorted(
+        p.name[: -len(".dem")]
+        for p in (files("saffron_xr") / "data" / "dem").iterdir()
+        if p.name.endswith(".dem")
+    )
+
+
+def _check_dem(name, key: str, where: str) -> None:
+    import os
+
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{where}: '{key}' must be a DEM name or a .dem file path, got {name!r}")
+    if name in _shipped_dems() or name.endswith(".dem"):
+        return
+    xuvtop = os.environ.get("XUVTOP")
+    if xuvtop and (Path(xuvtop) / "dem" / f"{name}.dem").is_file():
+        return
+    raise ConfigError(
+        f"{where}: '{key}' names an unknown DEM {name!r}: use a DEM shipped with the package "
+        f"({', '.join(_shipped_dems())}), a .dem file path, or a CHIANTI DEM name with XUVTOP "
+        "set to a CHIANTI database"
+    )
+
+
+def _check_fip_lines(value, key: str, where: str) -> list[str]:
+    lines = [value] if isinstance(value, str) else value
+    if not isinstance(lines, list) or not lines:
+        raise ConfigError(f"{where}: '{key}' must be a non-empty list of line ids, got {value!r}")
+    for j, line in enumerate(lines):
+        parts = line.split() if isinstance(line, str) else []
+        try:
+            ok = len(parts) == 2 and float(parts[1]) > 0
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ConfigError(
+                f"{where}: '{key}[{j}]' must be a line id like \"ne_8 770.42\" (ion, rest "
+                f"wavelength in Angstrom), got {line!r}"
+            )
+    return list(lines)
+
+
+def _check_fip_set(entry, i: int, method: str, where: str) -> dict:
+    key = f"fip.sets[{i}]"
+    if not isinstance(entry, dict) or not {"name", "low", "high"} <= set(entry):
+        raise ConfigError(
+            f"{where}: '{key}' must be a mapping with name, low and high, got {entry!r}"
+        )
+    unknown = sorted(set(entry) - {"name", "low", "high"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown key '{key}.{unknown[0]}'; takes name, low, high")
+    name = entry["name"]
+    if not isinstance(name, str) or not name or "/" in name:
+        raise ConfigError(
+            f"{where}: '{key}.name' must be a non-empty text without '/', got {name!r}"
+        )
+    low = _check_fip_lines(entry["low"], f"{key}.low", where)
+    high = _check_fip_lines(entry["high"], f"{key}.high", where)
+    both = sorted(set(low) & set(high))
+    if both:
+        raise ConfigError(f"{where}: '{key}': lines {both} are both in low and high")
+    if method == "two-line" and (len(low) != 1 or len(high) != 1):
+        raise ConfigError(
+            f"{where}: '{key}': fip.method two-line takes exactly one low and one high line"
+        )
+    return {"name": name, "low": low, "high": high}
+
+
+def _check_fip(fip: dict, where: str) -> None:
+    """Check the ``fip`` section of a typed configuration; normalises it in place."""
+    if fip["method"] not in FIP_METHODS:
+        raise ConfigError(
+            f"{where}: 'fip.method' must be one of {', '.join(FIP_METHODS)}, got {fip['method']!r}"
+        )
+    if not isinstance(fip["sets"], list) or (fip["enabled"] and not fip["sets"]):
+        raise ConfigError(f"{where}: 'fip.sets' must be a non-empty list of line sets")
+    fip["sets"] = [_check_fip_set(s, i, fip["method"], where) for i, s in enumerate(fip["sets"])]
+    names = [s["name"] for s in fip["sets"]]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{where}: 'fip.sets' names must be unique, got {names}")
+    density = fip["density"]
+    if isinstance(density, str):
+        try:  # YAML reads 1e9 (no dot) as text
+            density = float(density)
+        except ValueError:
+            if not density.strip():
+                raise ConfigError(f"{where}: 'fip.density' is empty") from None
+    if isinstance(density, int | float) and not density > 0:
+        raise ConfigError(f"{where}: 'fip.density' must be positive (cm-3), got {density!r}")
+    fip["density"] = float(density) if isinstance(density, int | float) else density
+    if not isinstance(fip["dems"], list) or not fip["dems"]:
+        raise ConfigError(f"{where}: 'fip.dems' must be a non-empty list of DEM names")
+    for i, dem in enumerate(fip["dems"]):
+        _check_dem(dem, f"fip.dems[{i}]", where)
+    if not fip["abundance"]:
+        raise ConfigError(f"{where}: 'fip.abundance' must name a CHIANTI abundance set")
+    if not fip["regularization"] >= 0:
+        raise ConfigError(f"{where}: 'fip.regularization' must be >= 0")
