@@ -19,6 +19,7 @@ import xarray as xr
 from astropy.io import fits
 
 from saffron_xr.io.netcdf import open_results
+from saffron_xr.pipeline.campaign import INDEX_NAME
 from saffron_xr.pipeline.config import validate_config
 from saffron_xr.pipeline.runner import output_path, run
 from saffron_xr.testing import composition_windows, make_spice_l2
@@ -115,7 +116,7 @@ def test_batch_reports_failures_by_name_and_resumes(batch):
         assert files[path.name].n_at_bound == (status == 1).sum()
     assert not output_path(validate_config(cfg, base_dir=str(root)), batch["corrupt"]).exists()
     assert sorted(p.name for p in (root / "out").iterdir()) == sorted(
-        o.name for o in outputs.values()
+        [o.name for o in outputs.values()] + [INDEX_NAME]
     )
 
     # rerun: the three complete outputs are skipped, untouched; the failures are reported again
@@ -151,7 +152,9 @@ def test_partial_outputs_are_cleaned_and_redone(batch):
     assert not second.failed
     assert not leftover.exists() and not stale.exists()
     assert out[2].stat().st_mtime_ns == intact
-    assert sorted(p.name for p in (root / "out").iterdir()) == sorted(p.name for p in out)
+    assert sorted(p.name for p in (root / "out").iterdir()) == sorted(
+        [p.name for p in out] + [INDEX_NAME]
+    )
     for path in out[:2]:
         assert open_results(path).attrs["saffron_xr_complete"] == 1
 
@@ -164,8 +167,9 @@ def test_explicit_non_spice_file_is_reported_not_raised(batch):
         batch["corrupt"].name,
     ]
     assert summary.failed[0].error == "not a SPICE file name"
-    # the output folder is checked (created) before any work; nothing is written in it
-    assert list((batch["root"] / "out").iterdir()) == []
+    # the output folder is checked (created) before any work; nothing but the campaign
+    # index (which lists the failure) is written in it
+    assert [p.name for p in (batch["root"] / "out").iterdir()] == [INDEX_NAME]
 
 
 def test_prep_options_adaptive_binning_and_outputs_inside_source(tmp_path):
@@ -245,7 +249,8 @@ def test_ctrl_c_leaves_no_file_under_the_final_name(tmp_path, monkeypatch, where
         assert sent.is_set()
     monkeypatch.undo()
     out = tmp_path / "out"
-    assert sorted(p.name for p in out.iterdir()) == [done.name]  # no .part, no second output
+    # no .part, no second output
+    assert sorted(p.name for p in out.iterdir()) == sorted([done.name, INDEX_NAME])
     assert done.read_bytes() == before
     cfg["output"]["resume"] = True
     after = run(cfg)
@@ -390,7 +395,7 @@ def test_nothing_to_do_is_an_error_unless_allowed(tmp_path):
 def test_unusable_output_folder_is_reported_once_before_any_work(
     tmp_path, monkeypatch, caplog, problem
 ):
-    from saffron_xr.pipeline import runner
+    from saffron_xr.pipeline import filejob
     from saffron_xr.pipeline.runner import BatchError, check
 
     _raster(tmp_path, 4100, seed=1)
@@ -411,7 +416,7 @@ def test_unusable_output_folder_is_reported_once_before_any_work(
 
         monkeypatch.setattr(Path, "write_bytes", refuse)
     started = []
-    monkeypatch.setattr(runner, "_process_file", lambda *a, **k: started.append(a))
+    monkeypatch.setattr(filejob, "_process", lambda *a, **k: started.append(a))
     with pytest.raises(BatchError) as info:
         run(cfg)
     message = str(info.value)
@@ -513,7 +518,7 @@ def test_each_failure_is_printed_once_and_files_are_logged(tmp_path, caplog):
 def test_resume_redoes_on_configuration_version_and_input_changes(tmp_path, monkeypatch):
     import json
 
-    from saffron_xr.pipeline import runner
+    from saffron_xr.pipeline import resume
 
     raster = _raster(tmp_path, 4500, seed=10)
     cfg = _config(tmp_path, [str(raster)])
@@ -536,8 +541,8 @@ def test_resume_redoes_on_configuration_version_and_input_changes(tmp_path, monk
     os.utime(raster, ns=(raster.stat().st_atime_ns, raster.stat().st_mtime_ns + 10**9))
     assert "input file changed" in run(changed).done[0].note
     # another package version: redone
-    fp = runner._fingerprint
-    monkeypatch.setattr(runner, "_fingerprint", lambda c: {**fp(c), "saffron_xr_version": "9.9.9"})
+    fp = resume.fingerprint
+    monkeypatch.setattr(resume, "fingerprint", lambda c: {**fp(c), "saffron_xr_version": "9.9.9"})
     assert "9.9.9" in run(changed).done[0].note
     monkeypatch.undo()
     # --force redoes a current file
