@@ -78,7 +78,7 @@ class CampaignInterrupted(KeyboardInterrupt):
 # ----------------------------------------------------------------------------- index
 
 
-def _number(value, digits: int = 6) -> str:
+def _number(value, digits: int = 10) -> str:
     return "" if value is None else f"{value:.{digits}g}"
 
 
