@@ -185,9 +185,10 @@ def run(
     config : dict or path-like
         A configuration mapping (validated here) or a YAML file (see ``saffron-xr init``).
     progress : bool, default False
-        Progress on a terminal (used by the command line; off when called from code): dask's
-        progress bar while a file computes when files go one at a time, and one log line per
-        file finished (files done, spectra per second) for the campaign.
+        dask's progress bar while a file computes, when files go one at a time in this process
+        (used by the command line on a terminal; off when called from code). The campaign's
+        progress, one line per file finished (files done, spectra per second), is logged at
+        INFO in every case.
     scheduler : str, optional
         Override ``scheduler.kind``.
     address : str, optional
@@ -239,7 +240,7 @@ def run(
         results.append(FileResult(str(path), "failed", error="not a SPICE file name"))
     jobs = [Job(i + 1, len(files), p, str(p) in scanned) for i, p in enumerate(files)]
     finished: dict[int, FileResult] = {}
-    tally = _Tally(len(files), progress)
+    tally = _Tally(len(files))
 
     def on_result(job: Job, result: FileResult) -> None:
         finished[job.number] = result
@@ -277,17 +278,19 @@ def _campaign_client():
 
 
 class _Tally:
-    """Files done and spectra per second for the campaign's progress line (INFO log)."""
+    """The campaign's progress: one INFO line per file finished (files done, spectra/s).
 
-    def __init__(self, total: int, progress: bool):
-        self.total, self.progress = total, progress
+    On a terminal the command line shows these lines; otherwise they go to the log.
+    """
+
+    def __init__(self, total: int):
+        self.total = total
         self.count = self.spectra = 0
         self.t0 = time.perf_counter()
 
     def add(self, job: Job, result: FileResult) -> None:
         self.count += 1
         self.spectra += result.n_spectra
-        if self.progress:
-            rate = self.spectra / max(time.perf_counter() - self.t0, 1e-9)
-            log.info("campaign: %d/%d files finished (%s: %s), %.0f spectra/s", self.count,
-                     self.total, job.path.name, result.status, rate)  # fmt: skip
+        rate = self.spectra / max(time.perf_counter() - self.t0, 1e-9)
+        log.info("campaign: %d/%d files finished (%s %s), %.0f spectra/s", self.count,
+                 self.total, job.path.name, result.status, rate)  # fmt: skip
