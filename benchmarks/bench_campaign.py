@@ -37,6 +37,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from bench_end_to_end import _config, machine  # noqa: E402  (a folder is a source too)
 
 
 def _make_campaign(folder: Path, n: int, ny: int, nx: int) -> list[Path]:
@@ -46,15 +48,6 @@ def _make_campaign(folder: Path, n: int, ny: int, nx: int) -> list[Path]:
     for i in range(n):
         make_spice_l2(folder, ny=ny, nx=nx, seed=100 + i, spiobsid=880000 + i)
     return sorted(folder.glob("*.fits"))
-
-
-def _config(data: Path, out: Path, scheduler: dict) -> dict:
-    return {
-        "files": {"source": [str(data)]},
-        "output": {"folder": str(out), "resume": False},
-        "scheduler": scheduler,
-        "_base_dir": str(out.parent),
-    }
 
 
 class _Warm(logging.Handler):
@@ -157,9 +150,6 @@ def main() -> None:
         return
     if args.size:
         args.ny, args.nx = (int(v) for v in args.size.lower().split("x"))
-    sys.path.insert(0, str(HERE))
-    from bench_end_to_end import machine
-
     print("machine:", json.dumps(machine()))
     with tempfile.TemporaryDirectory(prefix="bench_campaign_") as tmp:
         root = Path(tmp)
