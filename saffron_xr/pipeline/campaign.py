@@ -1,7 +1,8 @@
 """Many files in flight: the campaign engines and the campaign index.
 
 Two engines run :func:`~saffron_xr.pipeline.filejob.process_file` over the files of a run, a
-bounded number at a time (``scheduler.files_in_flight``), and hand each
+bounded number at a time (``scheduler.files_in_flight``; on a cluster by default every file
+is submitted and the scheduler runs as many as the workers have threads), and hand each
 :class:`~saffron_xr.pipeline.summary.FileResult` to a callback as soon as its file finishes:
 
 - in this process, on a thread pool (threads/processes/synchronous schedulers, and the
@@ -133,15 +134,15 @@ class _StopAtNextTask(Callback):
             raise Stopped("the campaign was interrupted")
 
 
-def files_in_flight(cfg: dict, client) -> int:
-    """``scheduler.files_in_flight``, or its default: the worker threads of a cluster, 2 in
-    this process (one file's guess and write overlap another's fit), 1 if synchronous."""
+def files_in_flight(cfg: dict, client) -> int | None:
+    """``scheduler.files_in_flight``, or its default: 2 in this process (one file's guess and
+    write overlap another's fit), 1 if synchronous; None on a distributed cluster (every file
+    is submitted, and the scheduler runs as many at once as the workers have threads)."""
     n = cfg["scheduler"].get("files_in_flight")
     if n:
         return int(n)
     if client is not None:
-        workers = client.scheduler_info(n_workers=-1)["workers"].values()
-        return max(1, sum(w.get("nthreads", 1) for w in workers))
+        return None
     return 1 if cfg["scheduler"]["kind"] == "synchronous" else 2
 
 
@@ -161,11 +162,11 @@ def run_jobs(cfg, jobs: list[Job], catalog, on_result, *, client=None, force=Fal
     """
     if not jobs:
         return
-    n = min(files_in_flight(cfg, client), len(jobs))
+    n = min(files_in_flight(cfg, client) or len(jobs), len(jobs))
     if client is not None and cfg["output"].get("shared_filesystem", True):
-        log.info("%d file(s) in flight on the cluster's workers", n)
-        _run_on_workers(client, cfg, jobs, catalog, on_result, n, force)
+        _run_on_workers(client, cfg, jobs, catalog, on_result, n, force, progress)
     else:
+        n = n if client is None else min(n, _worker_threads(client))
         _run_here(cfg, jobs, catalog, on_result, n, force, progress, local=client is None)
 
 
@@ -221,7 +222,25 @@ def _warm_workers(client, cfg) -> None:
              ", ".join(f"{s:.1f}" for s in seconds.values()))  # fmt: skip
 
 
-def _run_on_workers(client, cfg, jobs, catalog, on_result, n, force) -> None:
+def _worker_threads(client) -> int:
+    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    return max(1, sum(w.get("nthreads", 1) for w in workers))
+
+
+def _show_progress(futures) -> None:
+    """distributed's progress bar over the campaign's file tasks, drawn from a thread."""
+    from distributed import progress
+
+    def draw():
+        try:
+            progress(futures, notebook=False, multi=False)
+        except Exception as exc:  # a display problem never stops the campaign
+            log.debug("progress bar stopped: %s", exc)
+
+    threading.Thread(target=draw, name="saffron-progress", daemon=True).start()
+
+
+def _run_on_workers(client, cfg, jobs, catalog, on_result, n, force, progress) -> None:
     from dask.base import tokenize
     from distributed import as_completed
 
@@ -241,15 +260,18 @@ def _run_on_workers(client, cfg, jobs, catalog, on_result, n, force) -> None:
                             retries=retries)  # fmt: skip
         pending[fut] = job
         finished.add(fut)
-        log.info("%s %s: sent to the cluster", job.counter, job.path.name)
+        log.debug("%s %s: sent to the cluster", job.counter, job.path.name)
 
     for _ in range(n):
         submit()
+    log.info("%d of %d file(s) submitted to the cluster (%d worker threads)", len(pending),
+             len(jobs), _worker_threads(client))  # fmt: skip
+    if progress and len(pending) == len(jobs):  # every file task known: one bar for all
+        _show_progress(list(pending))
     try:
         for fut in finished:
             job = pending.pop(fut)
             on_result(job, _worker_result(fut, job))
-            fut.release()
             submit()
     except KeyboardInterrupt as exc:
         client.cancel(list(pending))
