@@ -413,9 +413,14 @@ def _file_keys(dask_scheduler):
 
 
 @pytest.mark.slow
-def test_workers_write_and_the_client_gets_only_summaries(campaign_case, monkeypatch):
+def test_workers_write_and_the_client_gets_only_summaries(campaign_case, monkeypatch, capsys,
+                                                         caplog):  # fmt: skip
     """On a cluster each file runs on a worker, which writes it; no fit task of a file goes
-    through the scheduler (the worker computes it with its own threads)."""
+    through the scheduler (the worker computes it with its own threads). With progress, one
+    distributed progress bar covers the campaign's files, and each file finished is logged."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="saffron_xr")
     from distributed import Client, LocalCluster, get_worker
 
     from saffron_xr.io import netcdf
@@ -436,8 +441,14 @@ def test_workers_write_and_the_client_gets_only_summaries(campaign_case, monkeyp
         Client(cluster) as client,
     ):
         summary = run(_config(root, "data", out="workers", scheduler={"kind": "auto"},
-                              **CLUSTER_CHUNKS))  # fmt: skip
+                              **CLUSTER_CHUNKS), progress=True)  # fmt: skip
         prefixes = client.run_on_scheduler(_file_keys)
+        shown = ""
+        for _ in range(50):  # the bar is drawn from its own thread
+            shown += capsys.readouterr().out
+            if "100% Completed" in shown:
+                break
+            time.sleep(0.1)
         workers = set(client.scheduler_info()["workers"])
     assert "distributed client" in summary.scheduler
     assert all(isinstance(f, FileResult) for f in summary.files)
@@ -446,6 +457,9 @@ def test_workers_write_and_the_client_gets_only_summaries(campaign_case, monkeyp
     assert [p for p in prefixes if p.startswith("saffron-file")]
     assert not [p for p in prefixes if "fit" in p], prefixes
     assert len(_read_index(root / "workers")) == 3
+    assert "100% Completed" in shown, shown
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("campaign:")]
+    assert len(logged) == 3 and logged[-1].startswith("campaign: 3/3 files finished"), logged
 
 
 @pytest.mark.slow
