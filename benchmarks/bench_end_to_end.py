@@ -126,13 +126,13 @@ def _config(path: Path, out: Path, scheduler: dict) -> dict:
 
 
 def _profile_phases(cfg: dict) -> dict:
-    """The steps of ``runner._process_file``, timed one by one; task time by task name."""
+    """The steps of ``filejob.process_file``, timed one by one; task time by task name."""
     from dask.diagnostics import Profiler
     from dask.utils import key_split
 
     from saffron_xr.io.netcdf import to_netcdf
     from saffron_xr.io.reader import open_spice
-    from saffron_xr.pipeline import runner
+    from saffron_xr.pipeline import filejob, runner, steps
     from saffron_xr.pipeline.config import validate_config
     from saffron_xr.pipeline.scheduler import scheduler_context
 
@@ -143,7 +143,7 @@ def _profile_phases(cfg: dict) -> dict:
     phases = {}
     with scheduler_context(cfg["scheduler"]):
         t = time.perf_counter()
-        catalog = runner._load_catalog(cfg)
+        catalog = steps.load_catalog(cfg)
         tree = open_spice(path, chunks=dict(cfg["chunks"]))
         phases["open_s"] = time.perf_counter() - t
         t = time.perf_counter()
@@ -151,7 +151,7 @@ def _profile_phases(cfg: dict) -> dict:
         phases["build_and_guess_models_s"] = time.perf_counter() - t
         t = time.perf_counter()
         with Profiler() as prof:
-            computed = runner._compute_tree(results)
+            computed = filejob._compute_tree(results)
         phases["compute_fit_and_derive_s"] = time.perf_counter() - t
         t = time.perf_counter()
         to_netcdf(computed, out, config=cfg)

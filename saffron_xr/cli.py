@@ -123,10 +123,9 @@ def _interruptible(work, command: str):
                 lines += [f"  {Path(f.path).name} -> {f.output}" for f in finished]
             else:
                 lines.append("no file finished.")
-            if exc.current:
+            for current in exc.in_flight:
                 lines.append(
-                    f"not finished (nothing written under its final name): "
-                    f"{Path(exc.current).name}"
+                    f"not finished (nothing written under its final name): {Path(current).name}"
                 )
             if s.failed:
                 lines.append(f"{len(s.failed)} file(s) failed before the interruption:")

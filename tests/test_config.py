@@ -66,8 +66,11 @@ def test_check_says_valid_only_when_the_run_can_start(tmp_path, capsys):
         ({"scheduler": {"kind": "mpi"}}, "'scheduler.kind' must be one of"),
         ({"output": {"resume": "yes"}}, "'output.resume' must be true/false"),
         ({"files": {"kind": "raster"}}, "'files.kind' must be ras, sit, exp"),
-        ({"prep": {"binning": {"levels": [3, 1]}}}, "'prep.binning.levels' must increase"),
-        ({"prep": {"binning": {"levels": [0]}}}, "positive integers"),
+        ({"prep": {"binning": {"sizes": [3, 1]}}}, "'prep.binning.sizes' must increase"),
+        ({"prep": {"binning": {"sizes": [0]}}}, "positive integers"),
+        ({"prep": {"binning": {"sizes": [1], "levels": [1]}}}, "old name of 'sizes'"),
+        ({"derive": {"mask": "all"}}, "'derive.mask'"),
+        ({"scheduler": {"files_in_flight": 0}}, "'scheduler.files_in_flight'"),
         ({"catalog": {"background_degree": 3}}, "'catalog.background_degree'"),
         ({"derive": {"doppler_reference": "sun"}}, "'derive.doppler_reference'"),
         ({"files": {"start": "yesterday"}}, "'files.start' is not an ISO date"),
@@ -140,3 +143,48 @@ def test_slurm_job_script_from_config():
     assert "#SBATCH -t 00:30:00" in script
     assert "#SBATCH --exclusive" in script
     assert "--nworkers 2" in script or "--nprocs 2" in script
+
+
+def test_sections_are_the_keywords_of_their_functions():
+    """Each prep/catalog/derive section holds the keywords of the function it configures
+    (besides ``enabled`` and the section's own switches)."""
+    import inspect
+
+    from saffron_xr.catalog import guess_model
+    from saffron_xr.derive import derive_all
+    from saffron_xr.prep import bin_levels, denoise, despike, spice_error
+
+    cfg = default_config()
+    own = {"enabled", "calibrate", "path", "thresholds"}  # switches, a path, fit_lines' own
+    for section, functions in [
+        (cfg["prep"]["noise"], [spice_error]),
+        (cfg["prep"]["despike"], [despike]),
+        (cfg["prep"]["denoise"], [denoise]),
+        (cfg["prep"]["binning"], [bin_levels]),
+        (cfg["catalog"], [guess_model]),
+        (cfg["derive"], [derive_all]),
+    ]:
+        accepted = {p for f in functions for p in inspect.signature(f).parameters}
+        assert set(section) - own <= accepted, (section, functions)
+    assert set(cfg["derive"]) - {"enabled"} == set(inspect.signature(derive_all).parameters) - {
+        "params"
+    }
+
+
+def test_keys_of_older_templates_are_renamed(caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="saffron_xr")
+    old = {
+        "prep": {"despike": {"threshold": 4.0}, "binning": {"levels": [1, 3],
+                 "min_valid_fraction": 0.25}},
+        "derive": {"radiance": True, "widths": True, "doppler_reference": "rest"},
+    }  # fmt: skip
+    cfg = validate_config(old)
+    assert cfg["prep"]["despike"]["n_sigma"] == 4.0
+    assert cfg["prep"]["binning"]["sizes"] == [1, 3]
+    assert cfg["prep"]["binning"]["min_valid"] == 0.25
+    assert "radiance" not in cfg["derive"] and cfg["derive"]["doppler_reference"] == "rest"
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "'prep.binning.levels' is now called 'sizes'" in logged
+    assert "'derive.widths' is no longer a setting" in logged

@@ -19,8 +19,9 @@ import xarray as xr
 from astropy.io import fits
 
 from saffron_xr.io.netcdf import open_results
+from saffron_xr.pipeline.campaign import INDEX_COLUMNS, INDEX_NAME
 from saffron_xr.pipeline.config import validate_config
-from saffron_xr.pipeline.runner import output_path, run
+from saffron_xr.pipeline.runner import FileResult, output_path, run
 from saffron_xr.testing import composition_windows, make_spice_l2
 
 WINDOWS = ("N IV 765 - Peak", "Ne VIII 770 - Peak")
@@ -115,7 +116,7 @@ def test_batch_reports_failures_by_name_and_resumes(batch):
         assert files[path.name].n_at_bound == (status == 1).sum()
     assert not output_path(validate_config(cfg, base_dir=str(root)), batch["corrupt"]).exists()
     assert sorted(p.name for p in (root / "out").iterdir()) == sorted(
-        o.name for o in outputs.values()
+        [o.name for o in outputs.values()] + [INDEX_NAME]
     )
 
     # rerun: the three complete outputs are skipped, untouched; the failures are reported again
@@ -151,7 +152,9 @@ def test_partial_outputs_are_cleaned_and_redone(batch):
     assert not second.failed
     assert not leftover.exists() and not stale.exists()
     assert out[2].stat().st_mtime_ns == intact
-    assert sorted(p.name for p in (root / "out").iterdir()) == sorted(p.name for p in out)
+    assert sorted(p.name for p in (root / "out").iterdir()) == sorted(
+        [p.name for p in out] + [INDEX_NAME]
+    )
     for path in out[:2]:
         assert open_results(path).attrs["saffron_xr_complete"] == 1
 
@@ -164,8 +167,9 @@ def test_explicit_non_spice_file_is_reported_not_raised(batch):
         batch["corrupt"].name,
     ]
     assert summary.failed[0].error == "not a SPICE file name"
-    # the output folder is checked (created) before any work; nothing is written in it
-    assert list((batch["root"] / "out").iterdir()) == []
+    # the output folder is checked (created) before any work; nothing but the campaign
+    # index (which lists the failure) is written in it
+    assert [p.name for p in (batch["root"] / "out").iterdir()] == [INDEX_NAME]
 
 
 def test_prep_options_adaptive_binning_and_outputs_inside_source(tmp_path):
@@ -245,7 +249,8 @@ def test_ctrl_c_leaves_no_file_under_the_final_name(tmp_path, monkeypatch, where
         assert sent.is_set()
     monkeypatch.undo()
     out = tmp_path / "out"
-    assert sorted(p.name for p in out.iterdir()) == [done.name]  # no .part, no second output
+    # no .part, no second output
+    assert sorted(p.name for p in out.iterdir()) == sorted([done.name, INDEX_NAME])
     assert done.read_bytes() == before
     cfg["output"]["resume"] = True
     after = run(cfg)
@@ -299,30 +304,203 @@ def test_local_cluster_equals_threads(cluster_case):
     _assert_same_results(reference, Path(local.done[0].output))
 
 
-def _fit_progress(dask_scheduler):
-    """(fit tasks finished, fit tasks not yet run, keys in memory per worker) on the scheduler."""
-    from dask.utils import key_split
+# ----------------------------------------------------------------------------- campaigns
 
-    finished = pending = 0
-    held: dict[str, int] = {}
-    for key, ts in dask_scheduler.tasks.items():
-        if key_split(key).startswith("fit_block"):
-            if ts.state in ("memory", "released", "forgotten"):
-                finished += 1
-            else:
-                pending += 1
-        if ts.state == "memory":
-            for ws in ts.who_has:
-                held[ws.address] = held.get(ws.address, 0) + 1
-    return finished, pending, held
+
+@pytest.fixture(scope="module")
+def campaign_case(tmp_path_factory):
+    """Three rasters, and their results made one file at a time on threads."""
+    root = tmp_path_factory.mktemp("campaign")
+    for i in range(3):
+        _raster(root / "data", 7100 + i, ny=64, nx=16, seed=20 + i)
+    cfg = _config(root, "data", out="one_by_one", scheduler={"files_in_flight": 1},
+                  **CLUSTER_CHUNKS)  # fmt: skip
+    reference = run(cfg)
+    assert len(reference.done) == 3, str(reference)
+    return root, {Path(f.path).name: Path(f.output) for f in reference.done}
+
+
+def _assert_campaign_equals(summary, reference: dict) -> None:
+    assert len(summary.done) == len(reference) and summary.ok, str(summary)
+    for f in summary.done:
+        _assert_same_results(reference[Path(f.path).name], Path(f.output))
+
+
+def _read_index(folder: Path) -> list[dict]:
+    import csv
+
+    with open(folder / INDEX_NAME, newline="") as fh:
+        reader = csv.DictReader(fh)
+        assert tuple(reader.fieldnames) == INDEX_COLUMNS
+        return list(reader)
+
+
+def test_files_in_flight_on_threads_give_the_same_outputs_and_an_index(campaign_case):
+    root, reference = campaign_case
+    cfg = _config(root, "data", out="in_flight", scheduler={"files_in_flight": 3},
+                  **CLUSTER_CHUNKS)  # fmt: skip
+    summary = run(cfg)
+    _assert_campaign_equals(summary, reference)
+    assert [Path(f.path).name for f in summary.files] == sorted(reference)  # the run's order
+
+    rows = _read_index(root / "in_flight")
+    assert [Path(r["input"]).name for r in rows] == sorted(reference)
+    for row, f in zip(rows, summary.files, strict=True):
+        tree = open_results(f.output)
+        status = np.concatenate([tree[n]["status"].values.ravel() for n in NODES])
+        fitted = ~np.isin(status, [4, 5])
+        assert row["status"] == "done" and row["reason"] == "" and row["fip_output"] == ""
+        assert row["output"] == f.output
+        assert int(row["spectra"]) == fitted.sum()
+        assert float(row["converged_fraction"]) == pytest.approx(
+            (status == 0).sum() / fitted.sum()
+        )
+        assert float(row["at_bound_fraction"]) == pytest.approx((status == 1).sum() / fitted.sum())
+        floor = np.median([tree[n].attrs["noise_floor_ratio"] for n in NODES])
+        photon = np.median([tree[n].attrs["noise_signal_ratio"] for n in NODES])
+        assert float(row["noise_floor_ratio"]) == pytest.approx(floor, rel=1e-5)
+        assert float(row["noise_photon_ratio"]) == pytest.approx(photon, rel=1e-5)
+        assert float(row["seconds"]) > 0
+
+    # a rerun rewrites the index: skipped files, and a failure with its reason
+    bad = root / "data" / "solo_L2_spice-n-ras_20240425T121922_V01_7199-000.fits"
+    bad.write_bytes(b"SIMPLE  =                    T")
+    try:
+        again = run(cfg)
+    finally:
+        bad.unlink()
+    rows = {Path(r["input"]).name: r for r in _read_index(root / "in_flight")}
+    assert len(again.skipped) == 3 and len(again.failed) == 1
+    assert {rows[n]["status"] for n in reference} == {"skipped"}
+    assert rows[bad.name]["status"] == "failed"
+    assert rows[bad.name]["reason"] == again.failed[0].error != ""
+    assert rows[bad.name]["spectra"] == rows[bad.name]["output"] == ""
+
+
+def test_fip_hook_output_goes_to_the_index(tmp_path, monkeypatch):
+    """With fip.enabled, the FIP step runs on the written results; its file is indexed.
+    Without the step's module, the file is done and the hook is skipped with a note."""
+    import sys
+    import types
+
+    from saffron_xr.pipeline import campaign, filejob
+
+    out = tmp_path / "results.nc"
+    out.write_bytes(b"")
+    cfg = {"fip": {"enabled": True, "lines": ["x"]}}
+    calls = []
+    fake = types.ModuleType("saffron_xr.pipeline.fip_step")
+
+    def fip_for_file(fcfg, results_path, full):
+        calls.append((fcfg, results_path, full))
+        return results_path.with_name("results_fip.nc")
+
+    fake.fip_for_file = fip_for_file
+    monkeypatch.setitem(sys.modules, "saffron_xr.pipeline.fip_step", fake)
+    made, note = filejob._fip(cfg, out)
+    assert made == str(tmp_path / "results_fip.nc") and note == ""
+    assert calls == [(cfg["fip"], out, cfg)]
+    row = campaign.index_row(FileResult(str(out), "done", str(out), fip_output=made))
+    assert row["fip_output"] == made
+    assert filejob._fip({"fip": {"enabled": False}}, out) == (None, "")
+    monkeypatch.setitem(sys.modules, "saffron_xr.pipeline.fip_step", None)  # not installed
+    assert filejob._fip(cfg, out) == (None, "FIP step not available")
+
+
+def _file_keys(dask_scheduler):
+    """Key prefixes the scheduler has seen."""
+    return sorted(dask_scheduler.task_prefixes)
 
 
 @pytest.mark.slow
-def test_killed_worker_run_completes_with_correct_outputs(cluster_case):
+def test_workers_write_and_the_client_gets_only_summaries(campaign_case, monkeypatch, capsys,
+                                                         caplog):  # fmt: skip
+    """On a cluster each file runs on a worker, which writes it; no fit task of a file goes
+    through the scheduler (the worker computes it with its own threads). With progress, one
+    distributed progress bar covers the campaign's files, and each file finished is logged."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="saffron_xr")
+    from distributed import Client, LocalCluster, get_worker
+
+    from saffron_xr.io import netcdf
+
+    root, reference = campaign_case
+    writers = []
+    original = netcdf.to_netcdf
+
+    def recording(results, path, **kwargs):
+        writers.append(get_worker().address)  # raises ValueError outside a worker
+        return original(results, path, **kwargs)
+
+    monkeypatch.setattr(netcdf, "to_netcdf", recording)
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=2, processes=False, dashboard_address=None
+        ) as cluster,  # fmt: skip
+        Client(cluster) as client,
+    ):
+        summary = run(_config(root, "data", out="workers", scheduler={"kind": "auto"},
+                              **CLUSTER_CHUNKS), progress=True)  # fmt: skip
+        prefixes = client.run_on_scheduler(_file_keys)
+        shown = ""
+        for _ in range(50):  # the bar is drawn from its own thread
+            shown += capsys.readouterr().out
+            if "100% Completed" in shown:
+                break
+            time.sleep(0.1)
+        workers = set(client.scheduler_info()["workers"])
+    assert "distributed client" in summary.scheduler
+    assert all(isinstance(f, FileResult) for f in summary.files)
+    _assert_campaign_equals(summary, reference)
+    assert len(writers) == 3 and set(writers) <= workers
+    assert [p for p in prefixes if p.startswith("saffron-file")]
+    assert not [p for p in prefixes if "fit" in p], prefixes
+    assert len(_read_index(root / "workers")) == 3
+    assert "100% Completed" in shown, shown
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("campaign:")]
+    assert len(logged) == 3 and logged[-1].startswith("campaign: 3/3 files finished"), logged
+
+
+@pytest.mark.slow
+def test_no_shared_filesystem_gathers_to_the_client(campaign_case):
     from distributed import Client, LocalCluster
 
-    root, reference = cluster_case
+    root, reference = campaign_case
+    cfg = _config(root, "data", out="gathered", scheduler={"kind": "auto"}, **CLUSTER_CHUNKS)
+    cfg["output"]["shared_filesystem"] = False
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,  # fmt: skip
+        Client(cluster) as client,
+    ):
+        summary = run(cfg)
+        prefixes = client.run_on_scheduler(_file_keys)
+    _assert_campaign_equals(summary, reference)
+    assert [p for p in prefixes if "fit" in p]  # the fit ran as tasks of the cluster
+    assert not [p for p in prefixes if p.startswith("saffron-file")]
 
+
+def _files_processing(dask_scheduler):
+    """{file task key: worker address} for the file tasks running now."""
+    return {
+        str(key): ts.processing_on.address
+        for key, ts in dask_scheduler.tasks.items()
+        if str(key).startswith("saffron-file") and ts.state == "processing"
+        and ts.processing_on is not None
+    }  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_campaign_every_file_still_done(campaign_case):
+    """Kill a LocalCluster worker process while it runs a file: dask reruns the file on
+    another worker, every file is done, the outputs equal the one-at-a-time threaded ones, no
+    partial file is left, and a rerun skips them all."""
+    from distributed import Client, LocalCluster
+
+    root, reference = campaign_case
+    cfg = _config(root, "data", out="killed", scheduler={"kind": "auto"}, **CLUSTER_CHUNKS)
     with (
         LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
@@ -334,37 +512,38 @@ def test_killed_worker_run_completes_with_correct_outputs(cluster_case):
 
         def target():
             try:
-                result["summary"] = run(
-                    _config(root, ".", out="cluster", scheduler={"kind": "auto"}, **CLUSTER_CHUNKS)
-                )
+                result["summary"] = run(cfg)
             except BaseException as exc:  # surfaced by the assertions below
                 result["error"] = exc
 
         thread = threading.Thread(target=target, daemon=True)
         thread.start()
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 180
         victim = None
         while time.monotonic() < deadline and thread.is_alive():
-            finished, pending, held = client.run_on_scheduler(_fit_progress)
-            if finished >= 4 and pending >= 8 and held:
-                victim = max(held, key=held.get)
-                break
+            running = client.run_on_scheduler(_files_processing)
+            if running:
+                time.sleep(1.0)  # into the file's fit
+                running = client.run_on_scheduler(_files_processing)
+                if running:
+                    victim = next(iter(running.values()))
+                    break
             time.sleep(0.1)
-        assert victim is not None, f"never caught the run mid-way: {result}"
-        assert thread.is_alive()
+        assert victim is not None, f"never caught a file on a worker: {result}"
         os.kill(pids[victim], signal.SIGKILL)
-
-        thread.join(timeout=150)
-        assert not thread.is_alive(), "the run did not finish after a worker was killed"
+        thread.join(timeout=300)
+        assert not thread.is_alive(), "the campaign did not finish after a worker was killed"
         assert "error" not in result, result.get("error")
-        summary = result["summary"]
-        assert "distributed client" in summary.scheduler
-        assert len(summary.done) == 1, str(summary)
         # the nanny restarted the killed worker
         client.wait_for_workers(2, timeout=60)
         assert pids[victim] not in client.run(os.getpid).values()
-
-    _assert_same_results(reference, Path(summary.done[0].output))
+    summary = result["summary"]
+    assert "distributed client" in summary.scheduler
+    _assert_campaign_equals(summary, reference)
+    out = root / "killed"
+    assert not list(out.glob(".*.part")), list(out.iterdir())
+    assert [r["status"] for r in _read_index(out)] == ["done"] * 3
+    assert len(run({**cfg, "scheduler": {"kind": "threads"}}).skipped) == 3
 
 
 # ----------------------------------------------------------------------------- issue 14
@@ -390,7 +569,7 @@ def test_nothing_to_do_is_an_error_unless_allowed(tmp_path):
 def test_unusable_output_folder_is_reported_once_before_any_work(
     tmp_path, monkeypatch, caplog, problem
 ):
-    from saffron_xr.pipeline import runner
+    from saffron_xr.pipeline import filejob
     from saffron_xr.pipeline.runner import BatchError, check
 
     _raster(tmp_path, 4100, seed=1)
@@ -411,7 +590,7 @@ def test_unusable_output_folder_is_reported_once_before_any_work(
 
         monkeypatch.setattr(Path, "write_bytes", refuse)
     started = []
-    monkeypatch.setattr(runner, "_process_file", lambda *a, **k: started.append(a))
+    monkeypatch.setattr(filejob, "_process", lambda *a, **k: started.append(a))
     with pytest.raises(BatchError) as info:
         run(cfg)
     message = str(info.value)
@@ -513,7 +692,7 @@ def test_each_failure_is_printed_once_and_files_are_logged(tmp_path, caplog):
 def test_resume_redoes_on_configuration_version_and_input_changes(tmp_path, monkeypatch):
     import json
 
-    from saffron_xr.pipeline import runner
+    from saffron_xr.pipeline import resume
 
     raster = _raster(tmp_path, 4500, seed=10)
     cfg = _config(tmp_path, [str(raster)])
@@ -536,8 +715,8 @@ def test_resume_redoes_on_configuration_version_and_input_changes(tmp_path, monk
     os.utime(raster, ns=(raster.stat().st_atime_ns, raster.stat().st_mtime_ns + 10**9))
     assert "input file changed" in run(changed).done[0].note
     # another package version: redone
-    fp = runner._fingerprint
-    monkeypatch.setattr(runner, "_fingerprint", lambda c: {**fp(c), "saffron_xr_version": "9.9.9"})
+    fp = resume.fingerprint
+    monkeypatch.setattr(resume, "fingerprint", lambda c: {**fp(c), "saffron_xr_version": "9.9.9"})
     assert "9.9.9" in run(changed).done[0].note
     monkeypatch.undo()
     # --force redoes a current file

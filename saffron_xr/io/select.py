@@ -18,7 +18,7 @@ from pathlib import Path
 from ..errors import SpiceFileError
 from .filenames import SpiceFileName, parse_kind, parse_spice_filename, to_datetime
 
-__all__ = ["select_files"]
+__all__ = ["select_files", "expand_sources", "not_an_input", "NoMatchError"]
 
 log = logging.getLogger(__name__)
 
@@ -226,3 +226,116 @@ def _any_match(value: str, patterns: list, *, split: bool) -> bool:
         candidates += [part.strip() for part in re.split(r"[,;]", value) if part.strip()]
     upper = [c.upper() for c in candidates]
     return any(fnmatchcase(c, str(p).strip().upper()) for p in patterns for c in upper)
+
+
+# ----------------------------------------------------------------------------- batch inputs
+
+_FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
+
+
+class NoMatchError(FileNotFoundError):
+    """A listed source does not exist, or a glob pattern matches no file."""
+
+
+def _is_fits_name(path: Path) -> bool:
+    name = path.name.lower()
+    return not name.startswith(".") and name.endswith(_FITS_SUFFIXES)
+
+
+def _is_spice_name(path: Path) -> bool:
+    try:
+        parse_spice_filename(path)
+    except SpiceFileError:
+        return False
+    return True
+
+
+def _scan(source: str) -> list[Path] | None:
+    """The files under a folder or matched by a glob, sorted; None for a plain file."""
+    path = Path(source)
+    if path.is_dir():
+        return sorted(Path(root) / name for root, _d, names in os.walk(path) for name in names)
+    if glob.has_magic(source):
+        found = sorted(Path(m) for m in glob.glob(source, recursive=True) if Path(m).is_file())
+        if not found:
+            raise NoMatchError(f"the pattern {source} matches no file")
+        return found
+    if not path.exists():
+        raise NoMatchError(f"{source} does not exist")
+    return None
+
+
+def expand_sources(
+    sources: list[str], exclude: Path | None = None
+) -> tuple[list[str], list[Path], set[str]]:
+    """Sort batch sources into files to select from and FITS files with non-SPICE names.
+
+    Folders and globs are expanded here rather than in :func:`select_files`, which skips
+    non-SPICE names there silently: a batch reports them instead.
+
+    Parameters
+    ----------
+    sources : list of str
+        Files, folders (searched recursively) and glob patterns.
+    exclude : path-like, optional
+        A folder whose files are never inputs (a batch's output folder: L3 FITS outputs keep
+        the input's SPICE-like name and would otherwise compete with it as a "version").
+
+    Returns
+    -------
+    keep : list of str
+        Files with SPICE names, for :func:`select_files`.
+    rejected : list of pathlib.Path
+        FITS files (listed, or found in a folder or glob) whose names are not SPICE names.
+    scanned : set of str
+        The members of ``keep`` found by scanning a folder or glob rather than listed.
+
+    Raises
+    ------
+    NoMatchError
+        A listed file or folder does not exist, or a glob matches nothing.
+    """
+    exclude = Path(exclude).resolve() if exclude is not None else None
+    keep: list[str] = []
+    rejected: list[Path] = []
+    scanned_names: set[str] = set()
+    for source in sources:
+        scanned = _scan(source)
+        if scanned is None:  # a listed file
+            if _is_spice_name(Path(source)):
+                keep.append(source)
+            else:
+                rejected.append(Path(source))
+            continue
+        for f in scanned:
+            if exclude is not None and f.resolve().is_relative_to(exclude):
+                continue
+            if _is_spice_name(f):
+                keep.append(str(f))
+                scanned_names.add(str(f))
+            elif _is_fits_name(f):
+                rejected.append(f)
+    unique = {f.resolve(): f for f in rejected}
+    return keep, list(unique.values()), scanned_names
+
+
+def not_an_input(path) -> str | None:
+    """Why ``path`` is not a Level-2 file to fit (an L3 product, a header-only file), or None.
+
+    Only the file name and the headers are read. A file that cannot be read at all gives
+    None: opening it says why, with the file's name.
+    """
+    from astropy.io import fits
+
+    path = Path(path)
+    level = parse_spice_filename(path).level
+    if level.upper() != "L2":
+        return f"a {level} file (saffron_xr fits Level-2 files)"
+    try:
+        with fits.open(path, lazy_load_hdus=True) as hdul:
+            images = [h for h in hdul if isinstance(h, (fits.PrimaryHDU, fits.ImageHDU))]
+            if all(int(h.header.get("NAXIS", 0)) == 0 for h in images):
+                return "header only: no data array in any window"
+    except Exception as exc:  # astropy's errors vary; the reader reports them by name
+        log.debug("%s: headers not readable here (%s); the reader will say why", path, exc)
+    return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from importlib.resources import files
 from pathlib import Path
 
@@ -27,6 +28,8 @@ SCHEDULER_KINDS = (
     "pbs",
 )
 
+log = logging.getLogger(__name__)
+
 # keys whose value may take several types (others must match the template's type)
 _MULTI_TYPES = {
     ("files", "source"): (str, list),
@@ -36,6 +39,12 @@ _MULTI_TYPES = {
     ("windows", "include"): (list, str, type(None)),
     ("catalog", "path"): (str, type(None)),
     ("derive", "doppler_reference"): (str, float, int),
+    ("derive", "log_t"): (float, int, dict, type(None)),
+    ("derive", "instrumental_fwhm"): (float, int, type(None)),
+    ("derive", "nonthermal"): (bool, type(None)),
+    ("derive", "gradient"): (dict, type(None)),
+    ("derive", "mask"): (str, type(None)),
+    ("scheduler", "files_in_flight"): (int, type(None)),
     ("scheduler", "n_workers"): (int, type(None)),
     ("scheduler", "address"): (str, type(None)),
     ("scheduler", "jobqueue", "queue"): (str, type(None)),
@@ -43,6 +52,14 @@ _MULTI_TYPES = {
     ("files", "kind"): (str, type(None)),
     ("files", "study"): (str, type(None)),
     ("files", "soop"): (str, type(None)),
+}
+# keys renamed to their function's keyword (old name -> new name; None: no longer a setting)
+_RENAMED = {
+    ("prep", "despike", "threshold"): "n_sigma",
+    ("prep", "binning", "levels"): "sizes",
+    ("prep", "binning", "min_valid_fraction"): "min_valid",
+    ("derive", "radiance"): None,
+    ("derive", "widths"): None,
 }
 # mappings whose keys are free (window names)
 _FREE_MAPPINGS = {("models",)}
@@ -102,6 +119,28 @@ def _check(value, default, path, where):
     return copy.deepcopy(value)
 
 
+def _renamed(config: dict, where: str) -> dict:
+    """``config`` with the keys of older templates under their current names (logged)."""
+    config = copy.deepcopy(config)
+    for (*parents, old), new in _RENAMED.items():
+        section = config
+        for key in parents:
+            section = section.get(key) if isinstance(section, dict) else None
+        if not isinstance(section, dict) or old not in section:
+            continue
+        dotted = ".".join((*parents, old))
+        value = section.pop(old)
+        if new is None:
+            log.info("%s: '%s' is no longer a setting (derive_all writes it); ignored", where,
+                     dotted)  # fmt: skip
+        elif new in section:
+            raise ConfigError(f"{where}: '{dotted}' is the old name of '{new}'; give only one")
+        else:
+            log.info("%s: '%s' is now called '%s'", where, dotted, new)
+            section[new] = value
+    return config
+
+
 def _semantic_checks(cfg, where):
     sched = cfg["scheduler"]["kind"]
     if sched not in SCHEDULER_KINDS:
@@ -119,13 +158,18 @@ def _semantic_checks(cfg, where):
     kind = cfg["files"]["kind"]
     if kind is not None and kind not in ("ras", "sit", "exp"):
         raise ConfigError(f"{where}: 'files.kind' must be ras, sit, exp or null, got {kind!r}")
-    levels = cfg["prep"]["binning"]["levels"]
+    levels = cfg["prep"]["binning"]["sizes"]
     if not levels or any(not isinstance(n, int) or isinstance(n, bool) or n < 1 for n in levels):
         raise ConfigError(
-            f"{where}: 'prep.binning.levels' must be a list of positive integers, got {levels!r}"
+            f"{where}: 'prep.binning.sizes' must be a list of positive integers, got {levels!r}"
         )
     if sorted(levels) != levels or len(set(levels)) != len(levels):
-        raise ConfigError(f"{where}: 'prep.binning.levels' must increase strictly, got {levels!r}")
+        raise ConfigError(f"{where}: 'prep.binning.sizes' must increase strictly, got {levels!r}")
+    if cfg["derive"]["mask"] not in ("good", "usable", None):
+        raise ConfigError(f"{where}: 'derive.mask' must be good, usable or null")
+    n = cfg["scheduler"]["files_in_flight"]
+    if n is not None and (isinstance(n, bool) or n < 1):
+        raise ConfigError(f"{where}: 'scheduler.files_in_flight' must be a positive integer")
     if cfg["catalog"]["background_degree"] not in (0, 1, 2):
         raise ConfigError(f"{where}: 'catalog.background_degree' must be 0, 1 or 2")
     if cfg["prep"]["despike"]["replace"] not in ("nan", "median"):
@@ -208,7 +252,7 @@ def validate_config(config: dict, *, where: str = "configuration", base_dir=None
     """
     if config is None:
         config = {}
-    config = {k: v for k, v in config.items() if k != "_base_dir"}
+    config = _renamed({k: v for k, v in config.items() if k != "_base_dir"}, where)
     cfg = _check(config, default_config(), (), where)
     _semantic_checks(cfg, where)
     _check_fip(cfg["fip"], where)
@@ -347,3 +391,9 @@ def _check_fip(fip: dict, where: str) -> None:
         raise ConfigError(f"{where}: 'fip.abundance' must name a CHIANTI abundance set")
     if not fip["regularization"] >= 0:
         raise ConfigError(f"{where}: 'fip.regularization' must be >= 0")
+
+
+def resolve_path(cfg: dict, path) -> Path:
+    """``path`` (``~`` expanded) relative to the configuration file's folder, unless absolute."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else Path(cfg["_base_dir"]) / p
