@@ -22,6 +22,7 @@ import dask
 import numpy as np
 import xarray as xr
 
+from ..fit.profiles import gaussian
 from .catalog import LineCatalog
 from .guess_options import GuessOptions
 from .guess_report import LineGuess
@@ -429,7 +430,7 @@ def estimate_offsets(
 
 def _template(x, centres, width, degree, ref):
     """Design matrix: one unit-height Gaussian column per centre, then background monomials."""
-    cols = [np.exp(-0.5 * ((x - c) / width) ** 2) for c in centres]
+    cols = [gaussian(x, 1.0, c, width) for c in centres]
     cols += [(x - ref) ** k for k in range(degree + 1)]
     return np.array(cols).T
 

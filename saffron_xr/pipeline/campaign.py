@@ -29,6 +29,7 @@ from pathlib import Path
 
 from dask.callbacks import Callback
 
+from ..io.campaign import INDEX_COLUMNS, INDEX_NAME
 from .filejob import Stopped, process_file, process_file_on_worker, warm_kernels
 from .summary import FileResult
 
@@ -36,20 +37,6 @@ __all__ = ["Job", "CampaignInterrupted", "run_jobs", "write_index", "INDEX_NAME"
 
 log = logging.getLogger(__name__)
 
-INDEX_NAME = "campaign_index.csv"
-INDEX_COLUMNS = (
-    "input",
-    "status",
-    "reason",
-    "spectra",
-    "converged_fraction",
-    "at_bound_fraction",
-    "noise_floor_ratio",
-    "noise_photon_ratio",
-    "seconds",
-    "output",
-    "fip_output",
-)
 #: FileResult statuses that get a row in the index (an "ignored" file is not an input)
 _INDEXED = ("done", "skipped", "failed")
 

@@ -127,7 +127,7 @@ def fip_figure(results_path, png_path, *, dpi: int = 80):
     import xarray as xr
     from matplotlib.figure import Figure
 
-    from .. import fip
+    from ..fip.maps import lcr
     from ..io._atomic import write_atomically
     from ..io.netcdf import open_results
     from ..plot import line_label
@@ -156,7 +156,7 @@ def fip_figure(results_path, png_path, *, dpi: int = 80):
     missing = sorted(set(wanted) - {str(v) for v in rad["line"].values})
     if missing:
         raise ValueError(f"{results_path}: the FIP lines {missing} were not fitted")
-    fmap = fip.lcr(rad, FIP_LINES["low"], FIP_LINES["high"], density=FIP_DENSITY).compute()
+    fmap = lcr(rad, FIP_LINES["low"], FIP_LINES["high"], density=FIP_DENSITY).compute()
 
     fig = Figure(figsize=(12.5, 4.6), layout="constrained")
     axes = fig.subplots(1, 5)
