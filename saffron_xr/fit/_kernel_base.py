@@ -1,0 +1,594 @@
+"""Building blocks of the fit kernels: compile flags, constants, linear algebra, the model,
+its Jacobian and the first stages of a pixel fit (compaction, moments, linear start).
+
+numba code only (no xarray); `_kernels` composes these into the per-pixel fit and the gufuncs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numba
+import numpy as np
+
+from ._kernel_layout import (  # noqa: F401
+    SPEC_DEGREE,
+    SPEC_HEADER,
+    SPEC_N_FREE,
+    SPEC_N_LINES,
+    SPEC_N_SEGMENTS,
+)
+from .status import FitStatus
+
+_ST_CONVERGED = int(FitStatus.CONVERGED)
+_ST_AT_BOUND = int(FitStatus.CONVERGED_AT_BOUND)
+_ST_MAX_ITER = int(FitStatus.MAX_ITER)
+_ST_SINGULAR = int(FitStatus.SINGULAR)
+_ST_TOO_FEW = int(FitStatus.TOO_FEW_VALID)
+_ST_ALL_NAN = int(FitStatus.ALL_NAN)
+_ST_BAD_INITIAL = int(FitStatus.BAD_INITIAL)
+_ST_THRESHOLD = int(FitStatus.THRESHOLD_NOT_MET)
+_ST_NO_STEP = int(FitStatus.NO_STEP)
+
+# Damping of the normal matrix: A = JtJ + lam * max(diag(JtJ), _DIAG_FLOOR * max diag).
+_LAMBDA_START = 1e-3
+_LAMBDA_MAX = 1e16
+_LAMBDA_MIN = 1e-15
+_DIAG_FLOOR = 1e-12
+# Cholesky pivot below _PIVOT_RTOL * (its diagonal entry) counts as singular.
+_PIVOT_RTOL = 1e-13
+# A line is evaluated where |wavelength - centroid| < _REACH * width (exp(-_REACH**2/2)
+# = 1e-14 of the peak beyond).
+_REACH = 8.0
+# Moments: the window is +-_MOMENT_REACH initial widths around the initial centroid; a line
+# gets moment starting values only if no other line's centroid is closer than
+# _MOMENT_ISOLATION * (sum of the two initial widths) and its excess in the window exceeds
+# _MOMENT_SNR times the noise of that sum.
+_MOMENT_REACH = 2.5
+_MOMENT_ISOLATION = 1.5
+_MOMENT_SNR = 5.0
+# Variance of a Gaussian truncated at +-2.5 sigma, over the untruncated variance.
+_MOMENT_TRUNCATION = 0.9113
+
+
+def _env_flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    return value in ("1", "true", "yes", "on")
+
+
+# fastmath without "nnan"/"ninf": NaN samples and infinite bounds keep their meaning.
+_FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+_FLAGS = {
+    "fastmath": _FASTMATH if _env_flag("SAFFRON_NUMBA_FASTMATH", False) else False,
+    "cache": _env_flag("SAFFRON_NUMBA_CACHE", True),
+}
+_jit = numba.njit(nogil=True, **_FLAGS)
+
+
+# ----------------------------------------------------------------------------- linear algebra
+@_jit
+def _cholesky(a, n, keep):
+    """In-place lower Cholesky factor of the kept rows/columns of the leading n x n block.
+
+    Rows and columns with ``keep[j] == 0`` must hold the identity (the caller sets them).
+    Returns -1 on success, else the index of the first pivot that is not positive.
+    """
+    for j in range(n):
+        if keep[j] == 0.0:
+            continue
+        d = a[j, j]
+        s = d
+        for k in range(j):
+            s -= a[j, k] * a[j, k]
+        if not (s > _PIVOT_RTOL * d) or not (s > 0.0):
+            return j
+        r = math.sqrt(s)
+        a[j, j] = r
+        for i in range(j + 1, n):
+            s = a[i, j]
+            for k in range(j):
+                s -= a[i, k] * a[j, k]
+            a[i, j] = s / r
+    return -1
+
+
+@_jit
+def _cholesky_solve(chol, b, x, n):
+    """Solve (L L^T) x = b with the factor from `_cholesky` (x may alias b)."""
+    for i in range(n):
+        s = b[i]
+        for k in range(i):
+            s -= chol[i, k] * x[k]
+        x[i] = s / chol[i, i]
+    for i in range(n - 1, -1, -1):
+        s = x[i]
+        for k in range(i + 1, n):
+            s -= chol[k, i] * x[k]
+        x[i] = s / chol[i, i]
+
+
+@_jit
+def _cholesky_inverse(chol, linv, out, n):
+    """out = (L L^T)^-1 from the factor L of `_cholesky`, through M = L^-1: out = M^T M.
+
+    n divisions in all (a solve per column would take 2 n**2, and divisions are slow).
+    """
+    for j in range(n):
+        linv[j, j] = 1.0 / chol[j, j]
+    for j in range(n):
+        for i in range(j + 1, n):
+            s = 0.0
+            for k in range(j, i):
+                s -= chol[i, k] * linv[k, j]
+            linv[i, j] = s * linv[i, i]
+    for a in range(n):
+        for b in range(a + 1):
+            s = 0.0
+            for k in range(a, n):
+                s += linv[k, a] * linv[k, b]
+            out[a, b] = s
+            out[b, a] = s
+
+
+@_jit
+def _factor_kept(jtj, amat, keep, n):
+    """Factor JtJ restricted to the kept parameters; drop any that make it singular.
+
+    Returns the number of parameters dropped for singularity (their keep flag is cleared).
+    """
+    dropped = 0
+    for _attempt in range(n + 1):
+        for a in range(n):
+            for b in range(a + 1):
+                if keep[a] != 0.0 and keep[b] != 0.0:
+                    amat[a, b] = jtj[a, b]
+                else:
+                    amat[a, b] = 0.0
+            if keep[a] == 0.0:
+                amat[a, a] = 1.0
+        bad = _cholesky(amat, n, keep)
+        if bad < 0:
+            return dropped
+        keep[bad] = 0.0
+        dropped += 1
+    return dropped
+
+
+# ----------------------------------------------------------------------------- model
+@_jit
+def _full_params(q, root, scale, offset, pfull):
+    for j in range(pfull.shape[0]):
+        r = int(root[j])
+        pfull[j] = offset[j] + (scale[j] * q[r] if r >= 0 else 0.0)
+
+
+@_jit
+def _line_range(lam, n, ascending, centre, width, reach):
+    """Index range [i0, i1) of the samples with |lam - centre| <= reach * |width|."""
+    if not ascending:
+        return 0, n
+    half = reach * abs(width)
+    lo = centre - half
+    hi = centre + half
+    a = 0
+    b = n
+    while a < b:
+        m = (a + b) >> 1
+        if lam[m] < lo:
+            a = m + 1
+        else:
+            b = m
+    i0 = a
+    b = n
+    while a < b:
+        m = (a + b) >> 1
+        if lam[m] <= hi:
+            a = m + 1
+        else:
+            b = m
+    return i0, a
+
+
+@_jit
+def _gaussian(lam, i0, i1, centre, inv_width, gv):
+    """gv[i] = exp(-z**2 / 2), z = (lam[i] - centre) * inv_width, for i0 <= i < i1.
+
+    On a uniform grid the exponential follows the exact recurrence
+    g[i+1] = g[i] R[i], R[i+1] = R[i] Q, with R[i] = exp(-z[i] d - d**2 / 2) and
+    Q = exp(-d**2), d = step * inv_width: three exponentials per line instead of one per
+    sample (relative error ~1e-15 per step). Where the spacing changes (missing samples)
+    the recurrence restarts from a direct evaluation.
+    """
+    if i1 <= i0:
+        return
+    z = (lam[i0] - centre) * inv_width
+    gv[i0] = math.exp(-0.5 * z * z)
+    if i1 - i0 < 4:
+        for i in range(i0 + 1, i1):
+            z = (lam[i] - centre) * inv_width
+            gv[i] = math.exp(-0.5 * z * z)
+        return
+    step = lam[i0 + 1] - lam[i0]
+    d = step * inv_width
+    q = math.exp(-d * d)
+    r = math.exp(-z * d - 0.5 * d * d)
+    tol = 1e-9 * abs(step)
+    for i in range(i0 + 1, i1):
+        if abs(lam[i] - lam[i - 1] - step) <= tol:
+            gv[i] = gv[i - 1] * r
+            r *= q
+        else:  # restart after a gap
+            z = (lam[i] - centre) * inv_width
+            gv[i] = math.exp(-0.5 * z * z)
+            if i + 1 < i1:
+                step = lam[i + 1] - lam[i]
+                d = step * inv_width
+                q = math.exp(-d * d)
+                r = math.exp(-z * d - 0.5 * d * d)
+                tol = 1e-9 * abs(step)
+
+
+# Rows of the per-pixel sample block `smp` (see `_compact`).
+_LAM = 0  # wavelength (Angstrom)
+_Y = 1  # data
+_W = 2  # weight 1 / sigma
+_SEG = 3  # background segment index
+_PHOTON = 4  # noise term per unit signal
+_FLOOR = 5  # noise term independent of the signal
+_RES = 6  # weighted residual (y - model) / sigma, at the current point
+_GAUSS = 7  # scratch: one line's exp(-z**2 / 2)
+_N_ROWS = 8
+
+
+@_jit
+def _chi2(q, n, smp, mdl, pfull, ascending):
+    """Weighted chi2 at free parameters q; leaves the weighted residuals in smp[_RES].
+
+    ``mdl`` is ``(n_lines, n_background_terms, segment_reference, root, scale, offset)``.
+    """
+    nl, nbg, seg_ref, root, scale, offset = mdl
+    lam = smp[_LAM]
+    res = smp[_RES]
+    gv = smp[_GAUSS]
+    _full_params(q, root, scale, offset, pfull)
+    nlp = 3 * nl
+    for i in range(n):
+        s = int(smp[_SEG, i])
+        t = lam[i] - seg_ref[s]
+        base = nlp + s * nbg
+        f = 0.0
+        tk = 1.0
+        for k in range(nbg):
+            f += pfull[base + k] * tk
+            tk *= t
+        res[i] = f
+    for ln in range(nl):
+        amp = pfull[3 * ln]
+        if amp == 0.0:
+            continue
+        cen = pfull[3 * ln + 1]
+        wid = pfull[3 * ln + 2]
+        i0, i1 = _line_range(lam, n, ascending, cen, wid, _REACH)
+        _gaussian(lam, i0, i1, cen, 1.0 / wid, gv)
+        for i in range(i0, i1):
+            res[i] += amp * gv[i]
+    yv = smp[_Y]
+    wv = smp[_W]
+    chi2 = 0.0
+    for i in range(n):
+        r = (yv[i] - res[i]) * wv[i]
+        res[i] = r
+        chi2 += r * r
+    return chi2
+
+
+@_jit
+def _jacobian(q, n, smp, mdl, pfull, jac, ascending):
+    """J^T J (lower triangle) and J^T r at q, r being the residuals left by `_chi2` at q.
+
+    ``jac`` is ``(jmat, clo, chi, jtj, jtr)``: J has one row of jmat per free parameter (the
+    derivative of the weighted model). A row is non-zero only on [clo, chi) (its lines'
+    reach; everything for background terms): only that range is cleared and summed, and
+    pairs of parameters whose ranges do not overlap (lines far apart) cost nothing.
+    """
+    nl, nbg, seg_ref, root, scale, offset = mdl
+    jmat, clo, chi, jtj, jtr = jac
+    lam = smp[_LAM]
+    wv = smp[_W]
+    gv = smp[_GAUSS]
+    nfree = q.shape[0]
+    _full_params(q, root, scale, offset, pfull)
+    for f in range(nfree):
+        clo[f] = n
+        chi[f] = 0
+    nlp = 3 * nl
+    for ln in range(nl):
+        i0, i1 = _line_range(lam, n, ascending, pfull[3 * ln + 1], pfull[3 * ln + 2], _REACH)
+        for k in range(3):
+            r = int(root[3 * ln + k])
+            if r >= 0:
+                clo[r] = min(clo[r], i0)
+                chi[r] = max(chi[r], i1)
+    for j in range(nlp, pfull.shape[0]):
+        r = int(root[j])
+        if r >= 0:
+            clo[r] = 0
+            chi[r] = n
+    for f in range(nfree):
+        row = jmat[f]
+        for i in range(int(clo[f]), int(chi[f])):
+            row[i] = 0.0
+    for ln in range(nl):
+        amp = pfull[3 * ln]
+        cen = pfull[3 * ln + 1]
+        inv = 1.0 / pfull[3 * ln + 2]
+        i0, i1 = _line_range(lam, n, ascending, cen, pfull[3 * ln + 2], _REACH)
+        _gaussian(lam, i0, i1, cen, inv, gv)
+        # d/dA = g, d/dc = A g z / w, d/dw = A g z^2 / w, with z = (x - c) / w
+        ra = int(root[3 * ln])
+        rc = int(root[3 * ln + 1])
+        rw = int(root[3 * ln + 2])
+        if ra >= 0:
+            sa = scale[3 * ln]
+            ja = jmat[ra]
+            for i in range(i0, i1):
+                ja[i] += sa * gv[i] * wv[i]
+        if rc >= 0 and rw >= 0:
+            sc = scale[3 * ln + 1] * amp * inv
+            sw = scale[3 * ln + 2] * amp * inv
+            jc = jmat[rc]
+            jw = jmat[rw]
+            for i in range(i0, i1):
+                z = (lam[i] - cen) * inv
+                gz = gv[i] * wv[i] * z
+                jc[i] += sc * gz
+                jw[i] += sw * gz * z
+        elif rc >= 0:
+            sc = scale[3 * ln + 1] * amp * inv
+            jc = jmat[rc]
+            for i in range(i0, i1):
+                jc[i] += sc * gv[i] * wv[i] * (lam[i] - cen) * inv
+        elif rw >= 0:
+            sw = scale[3 * ln + 2] * amp * inv
+            jw = jmat[rw]
+            for i in range(i0, i1):
+                z = (lam[i] - cen) * inv
+                jw[i] += sw * gv[i] * wv[i] * z * z
+    for i in range(n):
+        s = int(smp[_SEG, i])
+        t = lam[i] - seg_ref[s]
+        base = nlp + s * nbg
+        tk = wv[i]
+        for k in range(nbg):
+            r = int(root[base + k])
+            if r >= 0:
+                jmat[r, i] += scale[base + k] * tk
+            tk *= t
+    res = smp[_RES]
+    for a in range(nfree):
+        la = int(clo[a])
+        ha = int(chi[a])
+        for b in range(a + 1):
+            s = 0.0
+            for i in range(max(la, int(clo[b])), min(ha, int(chi[b]))):
+                s += jmat[a, i] * jmat[b, i]
+            jtj[a, b] = s
+        s = 0.0
+        for i in range(la, ha):
+            s += jmat[a, i] * res[i]
+        jtr[a] = s
+
+
+@_jit
+def _predicted_decrease(q, q_try, jtj, jtr, nfree):
+    """Gauss-Newton predicted chi2 decrease for the step q -> q_try."""
+    pred = 0.0
+    for a in range(nfree):
+        da = q_try[a] - q[a]
+        pred += da * (2.0 * jtr[a] - jtj[a, a] * da)
+        for b in range(a):
+            pred -= 2.0 * jtj[a, b] * da * (q_try[b] - q[b])
+    return pred
+
+
+# ----------------------------------------------------------------------------- one pixel
+@_jit
+def _work_size(spec, nw):
+    """Length of the per-pixel float64 scratch array (layout: see `_fit_pixel`)."""
+    nl = int(spec[SPEC_N_LINES])
+    nfree = int(spec[SPEC_N_FREE])
+    nfull = 3 * nl + int(spec[SPEC_N_SEGMENTS]) * (int(spec[SPEC_DEGREE]) + 1)
+    return (_N_ROWS + nfree) * nw + 10 * nfree + 4 * nfree * nfree + nfull
+
+
+@_jit
+def _compact(y, err, wave, photon, floor, spec, work):
+    """Copy the valid samples into the sample block at the start of work; return their number.
+
+    Valid: finite data, wavelength and error, error > 0, inside a background segment. The
+    block has `_N_ROWS` rows of len(y) (`_LAM`, `_Y`, ...). This is the only part compiled
+    once per data dtype.
+    """
+    nseg = int(spec[SPEC_N_SEGMENTS])
+    seg_min = spec[SPEC_HEADER : SPEC_HEADER + nseg]
+    seg_max = spec[SPEC_HEADER + nseg : SPEC_HEADER + 2 * nseg]
+    nw = y.shape[0]
+    smp = work[: _N_ROWS * nw].reshape((_N_ROWS, nw))
+    n = 0
+    for i in range(nw):
+        x = wave[i]
+        yi = y[i]
+        ei = err[i]
+        if not (math.isfinite(x) and math.isfinite(yi) and math.isfinite(ei) and ei > 0.0):
+            continue
+        s = -1
+        for k in range(nseg):
+            if seg_min[k] <= x <= seg_max[k]:
+                s = k
+                break
+        if s < 0:
+            continue
+        smp[_LAM, n] = x
+        smp[_Y, n] = yi
+        smp[_W, n] = 1.0 / ei
+        smp[_SEG, n] = s
+        smp[_PHOTON, n] = photon[i]
+        smp[_FLOOR, n] = floor[i]
+        n += 1
+    return n
+
+
+@_jit
+def _moments(q, n, smp, mdl, pfull, lower, upper, ascending):
+    """Per-pixel centroid and width of isolated lines from the moments of their excess.
+
+    The excess is the data minus the rest of the model (background and the other lines) in
+    a window of +-_MOMENT_REACH widths; only positive excess counts. A line is changed only
+    if its centroid and width are free and its own (not tied), no other line is near, and
+    the excess is significant. Returns the number of lines changed.
+    """
+    nl, nbg, seg_ref, root, scale, offset = mdl
+    lam = smp[_LAM]
+    wv = smp[_W]
+    res = smp[_RES]
+    changed = 0
+    _chi2(q, n, smp, mdl, pfull, ascending)
+    for ln in range(nl):
+        rc = int(root[3 * ln + 1])
+        rw = int(root[3 * ln + 2])
+        if rc < 0 or rw < 0 or scale[3 * ln + 1] != 1.0 or scale[3 * ln + 2] != 1.0:
+            continue
+        own = True
+        for j in range(3 * nl):
+            if j != 3 * ln + 1 and j != 3 * ln + 2:
+                r = int(root[j])
+                if r == rc or r == rw:
+                    own = False
+        if not own:
+            continue
+        amp = pfull[3 * ln]
+        cen = pfull[3 * ln + 1]
+        wid = abs(pfull[3 * ln + 2])
+        isolated = True
+        for other in range(nl):
+            if other != ln:
+                d = abs(pfull[3 * other + 1] - cen)
+                if d < _MOMENT_ISOLATION * (wid + abs(pfull[3 * other + 2])):
+                    isolated = False
+        if not isolated:
+            continue
+        i0, i1 = _line_range(lam, n, ascending, cen, wid, _MOMENT_REACH)
+        if i1 - i0 < 4:
+            continue
+        s0 = 0.0
+        s1 = 0.0
+        var = 0.0
+        inv = 1.0 / wid
+        for i in range(i0, i1):
+            z = (lam[i] - cen) * inv
+            e = res[i] / wv[i] + amp * math.exp(-0.5 * z * z)  # data minus the rest
+            var += 1.0 / (wv[i] * wv[i])
+            if e > 0.0:
+                s0 += e
+                s1 += e * lam[i]
+        if not (s0 > _MOMENT_SNR * math.sqrt(var)):
+            continue
+        c_new = s1 / s0
+        s2 = 0.0
+        for i in range(i0, i1):
+            z = (lam[i] - cen) * inv
+            e = res[i] / wv[i] + amp * math.exp(-0.5 * z * z)
+            if e > 0.0:
+                d = lam[i] - c_new
+                s2 += e * d * d
+        w_new = math.sqrt(max(s2 / s0, 0.0) / _MOMENT_TRUNCATION)
+        if not (math.isfinite(c_new) and math.isfinite(w_new) and w_new > 0.0):
+            continue
+        q[rc] = min(max(c_new, lower[rc]), upper[rc])
+        q[rw] = min(max(w_new, lower[rw]), upper[rw])
+        changed += 1
+    return changed
+
+
+@_jit
+def _linear_solve(q, jac, tmp, free_kind, lower, upper):
+    """q with amplitudes and background at their linear least-squares values (in place).
+
+    One Gauss-Newton step restricted to the linear parameters (the model is linear in them,
+    so the step is exact), from the J^T J, J^T r at q. Amplitudes that come out on their
+    lower bound start one rough sigma above it so that centroid and width keep a gradient.
+    Returns False (q unchanged) if there is no linear parameter or the system is singular.
+    """
+    jmat, clo, chi, jtj, jtr = jac
+    q_try, delta, rhs, keep, amat = tmp
+    nfree = q.shape[0]
+    nlin = 0
+    for f in range(nfree):
+        kind = int(free_kind[f])
+        keep[f] = 1.0 if (kind == 0 or kind == 3) else 0.0
+        if keep[f] != 0.0:
+            nlin += 1
+    if nlin == 0:
+        return False
+    for a in range(nfree):
+        for b in range(a + 1):
+            amat[a, b] = jtj[a, b] if (keep[a] != 0.0 and keep[b] != 0.0) else 0.0
+        if keep[a] == 0.0:
+            amat[a, a] = 1.0
+            rhs[a] = 0.0
+        else:
+            amat[a, a] = jtj[a, a] * (1.0 + 1e-10) + 1e-300
+            rhs[a] = jtr[a]
+    if _cholesky(amat, nfree, keep) >= 0:
+        return False
+    _cholesky_solve(amat, rhs, delta, nfree)
+    for f in range(nfree):
+        if keep[f] == 0.0:
+            continue
+        v = q[f] + delta[f]
+        if int(free_kind[f]) == 0 and lower[f] > -math.inf and v <= lower[f]:
+            v = lower[f] + 1.0 / math.sqrt(max(jtj[f, f], 1e-300))
+        q[f] = min(max(v, lower[f]), upper[f])
+    return True
+
+
+@_jit
+def _start(q, p0, n, smp, mdl, pfull, jac, tmp, free_root, free_kind, lower, upper,
+           rescale, moments, ascending):  # fmt: skip
+    """Starting point: initial values clipped into the bounds, then (with `rescale`) the
+    moments of isolated lines and the linear solve of amplitudes and background.
+
+    Returns chi2 at the start (NaN if the initial values are not usable); on return the
+    residuals, J^T J and J^T r belong to q.
+    """
+    nfree = q.shape[0]
+    for f in range(nfree):
+        v = p0[int(free_root[f])]
+        if not math.isfinite(v):
+            return np.nan
+        q[f] = min(max(v, lower[f]), upper[f])
+    chi2 = _chi2(q, n, smp, mdl, pfull, ascending)
+    if not math.isfinite(chi2):
+        return np.nan
+    _jacobian(q, n, smp, mdl, pfull, jac, ascending)
+    if not rescale:
+        return chi2
+    q_try = tmp[0]
+    for f in range(nfree):
+        q_try[f] = q[f]  # to fall back on
+    if not _linear_solve(q, jac, tmp, free_kind, lower, upper):
+        return chi2
+    if moments and _moments(q, n, smp, mdl, pfull, lower, upper, ascending) > 0:
+        _chi2(q, n, smp, mdl, pfull, ascending)
+        _jacobian(q, n, smp, mdl, pfull, jac, ascending)
+        _linear_solve(q, jac, tmp, free_kind, lower, upper)
+    chi2_start = _chi2(q, n, smp, mdl, pfull, ascending)
+    if not math.isfinite(chi2_start):  # back to the clipped initial values
+        for f in range(nfree):
+            q[f] = q_try[f]
+        chi2_start = _chi2(q, n, smp, mdl, pfull, ascending)
+    _jacobian(q, n, smp, mdl, pfull, jac, ascending)
+    return chi2_start
