@@ -7,8 +7,19 @@ from saffron_xr._units import angstrom_factor, is_angstrom
 
 @pytest.mark.parametrize(
     "unit, factor",
-    [("Angstrom", 1.0), ("AA", 1.0), ("\u00c5", 1.0), ("0.1 nm", 1.0), ("nm", 10.0),
-     ("m", 1e10), ("pm", 0.01), ("100 pm", 1.0), ("micron", 1e4), (None, 1.0), ("", 1.0)],
+    [
+        ("Angstrom", 1.0),
+        ("AA", 1.0),
+        ("\u00c5", 1.0),
+        ("0.1 nm", 1.0),
+        ("nm", 10.0),
+        ("m", 1e10),
+        ("pm", 0.01),
+        ("100 pm", 1.0),
+        ("micron", 1e4),
+        (None, 1.0),
+        ("", 1.0),
+    ],
 )
 def test_factor_of_each_spelling(unit, factor):
     assert angstrom_factor(unit) == pytest.approx(factor, rel=1e-12)
