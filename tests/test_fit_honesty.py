@@ -287,7 +287,7 @@ def test_no_accepted_step_is_no_step_not_converged():
     n = k._compact(y, sigma, WAVE, nan, nan, spec, work)
     smp = work[: k._N_ROWS * nw].reshape(k._N_ROWS, nw)
     mdl = (comp.n_lines, comp.degree + 1, comp.segment_reference, comp.root.astype(float),
-           comp.scale, comp.offset)  # fmt: skip
+           comp.scale, comp.offset, comp.free_soft_min, comp.free_soft_inv)  # fmt: skip
     q = np.array(comp.initial, dtype=float)[comp.free_root]
     pfull = np.zeros(comp.n_full)
     jac = (np.zeros((nf, nw)), np.zeros(nf), np.zeros(nf), np.zeros((nf, nf)), np.zeros(nf))
@@ -305,3 +305,115 @@ def test_no_accepted_step_is_no_step_not_converged():
                                           True)  # fmt: skip
     assert status == FitStatus.NO_STEP
     assert chi2_end == chi2 and n_iter == 1
+
+
+# ---------------------------------------------------------------- soft lower width bound
+def _one_line_model(soft=None, width_bounds=(0.1, 1.5)):
+    m = LineModel(background_degree=0)
+    m.add_line("ne_8 770.42", amplitude=2.0, centroid=770.0, width=SIGMA_LINE,
+               bounds={"centroid": (769.6, 770.4), "width": width_bounds})  # fmt: skip
+    if soft is not None:
+        m.set_soft_min_width("ne_8 770.42", *soft)
+    return m
+
+
+def test_soft_min_width_matches_a_hand_written_penalised_fit():
+    """The kernel minimises chi2 + ((w0 - w) / tol)**2 below w0: compare with scipy on the
+    same objective written out here, on spectra that want a narrower line than w0."""
+    rng = np.random.default_rng(21)
+    w0, tol = 1.2 * SIGMA_LINE, 0.1 * SIGMA_LINE
+    n = 40
+    amp = rng.uniform(1.5, 3.0, n)
+    clean = gauss(amp, 770.0, SIGMA_LINE) + 0.3
+    sigma = np.sqrt(PHOTON * clean + FLOOR)
+    y = clean + sigma * rng.standard_normal(clean.shape)
+    ds = fit_lines(as_data(y), _one_line_model((w0, tol)), error=as_data(sigma), ftol=1e-12,
+                   xtol=1e-10).compute()  # fmt: skip
+    held = 0
+    for i in range(n):
+
+        def resid(p, i=i):
+            model = p[0] * np.exp(-0.5 * ((WAVE - p[1]) / p[2]) ** 2) + p[3]
+            return np.append((y[i] - model) / sigma[i], max(w0 - p[2], 0.0) / tol)
+
+        ref = least_squares(resid, [amp[i], 770.0, w0, 0.3], method="trf", x_scale="jac",
+                            bounds=([-np.inf, 769.6, 0.1, -np.inf], [np.inf, 770.4, 1.5, np.inf]),
+                            ftol=1e-14, xtol=1e-14, gtol=1e-14)  # fmt: skip
+        fit = ds.isel(y=i, line=0)
+        err_a = float(fit.amplitude_err)
+        assert abs(float(fit.amplitude) - ref.x[0]) < 1e-3 * err_a
+        assert abs(float(fit.width) - ref.x[2]) < 1e-3 * float(fit.width_err)
+        # the reported chi2 is the data's alone (the penalty is not in it)
+        data_chi2 = np.sum(ref.fun[:-1] ** 2) / (WAVE.size - 4)
+        assert float(ds.chi2[i]) == pytest.approx(data_chi2, rel=1e-4)
+        # errors are the data's: (J^T J)^-1 of the data residuals alone at the solution,
+        # also where the penalty holds the width up
+        jac = ref.jac[:-1]
+        data_err = np.sqrt(np.diag(np.linalg.inv(jac.T @ jac)))
+        assert float(fit.width_err) == pytest.approx(data_err[2], rel=2e-3)
+        assert float(fit.amplitude_err) == pytest.approx(data_err[0], rel=2e-3)
+        if ref.x[2] < w0:
+            held += 1
+            assert int(ds.status[i]) == FitStatus.CONVERGED
+    assert held > n // 4  # the truth (1 / 1.2 of w0) is below w0: many fits feel the penalty
+
+
+def test_soft_min_width_keeps_faint_lines_off_the_hard_bound():
+    """Monte Carlo, truth at the narrowest physical width w0, with the defaults of
+    guess_model (hard bound 0.7 w0, soft minimum 0.85 w0 with tolerance 0.05 w0). At peak
+    S/N ~1.7 a hard bound alone catches many widths, the soft minimum almost none; at peak
+    S/N 3 the radiance (amplitude x width) stays unbiased to < 3 % either way."""
+    rng = np.random.default_rng(22)
+    n = 1000
+    lo = 0.7 * SIGMA_LINE
+    soft_min = (0.85 * SIGMA_LINE, 0.05 * SIGMA_LINE)
+    for amp, check in ((0.6, "bound"), (1.35, "bias")):
+        clean = gauss(np.full(n, amp), 770.0, SIGMA_LINE) + 0.05
+        sigma = np.sqrt(PHOTON * np.clip(clean, 0, None) + FLOOR)
+        y = clean + sigma * rng.standard_normal(clean.shape)
+        peak_snr = amp / np.sqrt(PHOTON * (amp + 0.05) + FLOOR)
+        fits = {
+            name: fit_lines(
+                as_data(y), _one_line_model(soft, (lo, 4 * SIGMA_LINE)), error=as_data(sigma)
+            ).compute()  # fmt: skip
+            for name, soft in (("hard", None), ("soft", soft_min))
+        }
+        if check == "bound":
+            assert 1.5 < peak_snr < 1.9
+            on_lo = {k: np.mean(np.isclose(ds.width.isel(line=0).values, lo)) for k, ds in
+                     fits.items()}  # fmt: skip
+            assert on_lo["hard"] > 0.15 and on_lo["soft"] < 0.01, on_lo
+        else:
+            assert 2.8 < peak_snr < 3.2
+            for name, ds in fits.items():
+                usable = np.isin(ds.status.values, [int(s) for s in FitStatus.usable()])
+                aw = (ds.amplitude * ds.width).isel(line=0).values[usable]
+                assert abs(np.mean(aw) / (amp * SIGMA_LINE) - 1) < 0.03, name
+
+
+def test_soft_min_width_model_api():
+    m = _one_line_model((0.3, 0.03))
+    assert m.line_info("ne_8 770.42")["soft_min_width"] == (0.3, 0.03)
+    back = LineModel.from_json(m.to_json())
+    assert back == m and back.line_info("ne_8 770.42")["soft_min_width"] == (0.3, 0.03)
+    c = m.compile(WAVE)
+    f = int(c.root[2])  # the width's free parameter
+    assert c.free_soft_min[f] == 0.3 and c.free_soft_inv[f] == pytest.approx(1 / 0.03)
+    assert (np.delete(c.free_soft_inv, f) == 0).all()
+    for bad in ((0.0, 0.01), (0.3, 0.0), (np.nan, 0.1), (0.3, None)):
+        with pytest.raises(ValueError, match="set_soft_min_width"):
+            m.set_soft_min_width("ne_8 770.42", *bad)
+    m.set_soft_min_width("ne_8 770.42", None)
+    assert m.line_info("ne_8 770.42")["soft_min_width"] is None
+    assert "soft_min_width" not in m.to_dict()["lines"][0]
+    # a width tied with a factor: the soft minimum maps through the tie
+    t = LineModel(background_degree=0)
+    t.add_line("a 770.0", amplitude=1.0, centroid=770.0, width=0.4)
+    t.add_line("b 771.0", amplitude=1.0, centroid=771.0, width=0.8)
+    t.tie_width("b 771.0", "a 770.0", factor=2.0)
+    t.set_soft_min_width("b 771.0", 0.6, 0.06)
+    c = t.compile(WAVE)
+    f = int(c.root[2])
+    assert c.free_soft_min[f] == pytest.approx(0.3) and c.free_soft_inv[f] == pytest.approx(
+        2 / 0.06
+    )

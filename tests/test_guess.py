@@ -84,12 +84,16 @@ def test_ne8_real_window(ne8_radiance):
     assert lo == pytest.approx(info["centroid"] - 0.4) and hi == pytest.approx(
         info["centroid"] + 0.4
     )
-    # physical width bounds: 0.8 x (instrumental (+) thermal), by hand: SW 2" slit FWHM
-    # 7.8 px x 0.097517 A (SPICE release notes), Ne VIII thermal at log T 5.8, A = 20.18
+    # physical width bounds: hard 0.7 x and soft 0.85 x (tolerance 0.05 x) the instrumental
+    # (+) thermal width, by hand: SW 2" slit FWHM 7.8 px x 0.097517 A (SPICE release
+    # notes), Ne VIII thermal at log T 5.8, A = 20.18
     sigma_inst = 7.8 * 0.097517 / 2.35482
     sigma_th = 770.428 * np.sqrt(1.380649e-23 * 10**5.8 / (20.18 * 1.66054e-27)) / 2.99792458e8
     wlo, whi = info["bounds"]["width"]
-    assert wlo == pytest.approx(0.8 * np.hypot(sigma_inst, sigma_th), rel=1e-3)
+    assert wlo == pytest.approx(0.7 * np.hypot(sigma_inst, sigma_th), rel=1e-3)
+    soft_min, tolerance = info["soft_min_width"]
+    assert soft_min == pytest.approx(0.85 * np.hypot(sigma_inst, sigma_th), rel=1e-3)
+    assert tolerance == pytest.approx(0.05 * np.hypot(sigma_inst, sigma_th), rel=1e-3)
     assert whi >= 3.0 * np.hypot(sigma_inst, sigma_th) and whi >= 3.0 * info["width"] * 0.999
     assert 0.25 < info["width"] < 0.45
     # Mg VIII 769.36 is considered and its fate recorded

@@ -50,9 +50,17 @@ __all__ = [
 #: equally good; the catalog window's brightest line then decides (see `estimate_offsets`).
 EQUIVALENT_CHI2 = 0.05
 
-#: The default lower width bound is this factor times the narrowest physical width (see
-#: :func:`~saffron_xr.guess_model`, ``width_bounds``).
-MIN_WIDTH_FACTOR = 0.8
+#: The default (hard) lower width bound is this factor times the narrowest physical width
+#: (see :func:`~saffron_xr.guess_model`, ``width_bounds``).
+MIN_WIDTH_FACTOR = 0.7
+#: The default soft lower width bound (`LineModel.set_soft_min_width`): the penalty starts
+#: at SOFT_MIN_WIDTH_FACTOR times the narrowest physical width, with a tolerance of
+#: SOFT_WIDTH_TOLERANCE times that width.
+SOFT_MIN_WIDTH_FACTOR = 0.85
+SOFT_WIDTH_TOLERANCE = 0.05
+#: The default upper width bound is this factor times the larger of the guessed width and
+#: the narrowest physical width.
+MAX_WIDTH_FACTOR = 4.0
 _FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 _SW_LW_BOUNDARY = 850.0  # Angstrom: SW covers 704-790, LW 973-1049
 
@@ -554,16 +562,18 @@ def build_model(
         if options.physical_widths:
             narrowest = narrowest_width(catalog, g, attrs)
             w_lo = MIN_WIDTH_FACTOR * narrowest
-            w_hi = max(hi_f * g.width, 3.0 * narrowest)
+            w_hi = MAX_WIDTH_FACTOR * max(g.width, narrowest)
+            soft = (SOFT_MIN_WIDTH_FACTOR * narrowest, SOFT_WIDTH_TOLERANCE * narrowest)
         else:
             w_lo, w_hi = lo_f * g.width, hi_f * g.width
+            soft = None
         model.add_line(
             g.name,
             ion=g.ion,
             rest_wavelength=g.rest_wavelength,
             amplitude=amp,
             centroid=g.centroid,
-            width=min(max(g.width, w_lo * 1.05), w_hi),
+            width=min(max(g.width, (w_lo if soft is None else soft[0]) * 1.05), w_hi),
             bounds={
                 "amplitude": (amp_lo, amp_hi),
                 "centroid": (
@@ -573,6 +583,8 @@ def build_model(
                 "width": (w_lo, w_hi),
             },
         )
+        if soft is not None:
+            model.set_soft_min_width(g.name, *soft)
     return model
 
 

@@ -247,9 +247,10 @@ _N_ROWS = 8
 def _chi2(q, n, smp, mdl, pfull, ascending):
     """Weighted chi2 at free parameters q; leaves the weighted residuals in smp[_RES].
 
-    ``mdl`` is ``(n_lines, n_background_terms, segment_reference, root, scale, offset)``.
+    ``mdl`` is ``(n_lines, n_background_terms, segment_reference, root, scale, offset,
+    soft_min, soft_inv)``. The chi2 includes the soft lower bounds' penalty (`_penalty`).
     """
-    nl, nbg, seg_ref, root, scale, offset = mdl
+    nl, nbg, seg_ref, root, scale, offset, soft_min, soft_inv = mdl
     lam = smp[_LAM]
     res = smp[_RES]
     gv = smp[_GAUSS]
@@ -282,7 +283,18 @@ def _chi2(q, n, smp, mdl, pfull, ascending):
         r = (yv[i] - res[i]) * wv[i]
         res[i] = r
         chi2 += r * r
-    return chi2
+    return chi2 + _penalty(q, soft_min, soft_inv)
+
+
+@_jit
+def _penalty(q, soft_min, soft_inv):
+    """Chi-square of the soft lower bounds: sum of ((soft_min - q) * soft_inv)**2 below."""
+    total = 0.0
+    for f in range(q.shape[0]):
+        if soft_inv[f] > 0.0 and q[f] < soft_min[f]:
+            d = (soft_min[f] - q[f]) * soft_inv[f]
+            total += d * d
+    return total
 
 
 @_jit
@@ -294,7 +306,7 @@ def _jacobian(q, n, smp, mdl, pfull, jac, ascending):
     reach; everything for background terms): only that range is cleared and summed, and
     pairs of parameters whose ranges do not overlap (lines far apart) cost nothing.
     """
-    nl, nbg, seg_ref, root, scale, offset = mdl
+    nl, nbg, seg_ref, root, scale, offset, soft_min, soft_inv = mdl
     jmat, clo, chi, jtj, jtr = jac
     lam = smp[_LAM]
     wv = smp[_W]
@@ -380,6 +392,12 @@ def _jacobian(q, n, smp, mdl, pfull, jac, ascending):
         for i in range(la, ha):
             s += jmat[a, i] * res[i]
         jtr[a] = s
+    # soft lower bounds: one pseudo-residual (soft_min - q) * inv with derivative inv each
+    for a in range(nfree):
+        if soft_inv[a] > 0.0 and q[a] < soft_min[a]:
+            inv2 = soft_inv[a] * soft_inv[a]
+            jtj[a, a] += inv2
+            jtr[a] += inv2 * (soft_min[a] - q[a])
 
 
 @_jit
@@ -450,7 +468,7 @@ def _moments(q, n, smp, mdl, pfull, lower, upper, ascending):
     if its centroid and width are free and its own (not tied), no other line is near, and
     the excess is significant. Returns the number of lines changed.
     """
-    nl, nbg, seg_ref, root, scale, offset = mdl
+    nl, nbg, seg_ref, root, scale, offset, soft_min, soft_inv = mdl
     lam = smp[_LAM]
     wv = smp[_W]
     res = smp[_RES]

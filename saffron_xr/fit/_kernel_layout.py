@@ -47,6 +47,8 @@ _SPEC_ARRAYS = (
     ("free_lower", "free"),
     ("free_upper", "free"),
     ("free_kind", "free"),
+    ("free_soft_min", "free"),
+    ("free_soft_inv", "free"),
 )
 
 #: The blocks of the packed per-pixel output, in order, with their length as a function of
@@ -201,5 +203,7 @@ def pack_spec(
         "free_lower": compiled.free_lower,
         "free_upper": compiled.free_upper,
         "free_kind": free_kind.astype(np.float64),
+        "free_soft_min": compiled.free_soft_min,
+        "free_soft_inv": compiled.free_soft_inv,
     }
     return np.concatenate([header] + [arrays[name] for name, _ in _SPEC_ARRAYS]).astype(np.float64)

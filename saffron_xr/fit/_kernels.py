@@ -29,6 +29,9 @@ How one pixel is fitted (`_fit_pixel`, each stage its own small function):
 3. `_iterate`: bounded Levenberg-Marquardt (active set on the bounds, Nielsen's damping
    update). Trial points cost one chi-square evaluation; the Jacobian and the normal matrix
    are built only at accepted points. Each line is evaluated only where ``|z| < _REACH``.
+   Soft lower bounds (``LineModel.set_soft_min_width``) add one pseudo-residual per
+   parameter below its soft minimum to chi2, J^T J and J^T r (`_penalty`); the reported
+   chi2 and the covariance (step 5) leave it out: errors are the data's.
 4. With a noise model (``photon``, ``floor``), the weights are recomputed from the fitted
    model, ``sigma**2 = photon * max(model, 0) + floor``, and the fit is iterated once more
    from its solution, so the weights no longer follow the noise of the data.
@@ -93,6 +96,7 @@ from ._kernel_base import (  # noqa: F401
     _full_params,
     _jacobian,
     _jit,
+    _penalty,
     _predicted_decrease,
     _start,
     _work_size,
@@ -339,7 +343,7 @@ def _significance(q, jtj, tmp, free_kind, factor, root, nl, sig):
 @_jit
 def _pack(out, q, pfull, cov, factor, mdl, nfree, lower, upper, full_cov):
     """Parameters, errors, per-line covariance terms, at-bound flags, full covariance."""
-    nl, nbg, seg_ref, root, scale, offset = mdl
+    nl, nbg, seg_ref, root, scale, offset, soft_min, soft_inv = mdl
     nfull = pfull.shape[0]
     _, o_err, o_cov, _, o_bound, _, _, o_fullcov = packed_offsets(nl, nfull)
     for j in range(nfull):
@@ -392,7 +396,9 @@ def _fit_pixel(work, nw, n, p0, spec, out):
     lower = spec[o + nfree : o + 2 * nfree]
     upper = spec[o + 2 * nfree : o + 3 * nfree]
     free_kind = spec[o + 3 * nfree : o + 4 * nfree]
-    mdl = (nl, nbg, seg_ref, root, scale, offset)
+    soft_min = spec[o + 4 * nfree : o + 5 * nfree]
+    soft_inv = spec[o + 5 * nfree : o + 6 * nfree]
+    mdl = (nl, nbg, seg_ref, root, scale, offset, soft_min, soft_inv)
     full_cov = spec[SPEC_FULL_COV] != 0.0
 
     # packed output offsets (same order as _PACKED_BLOCKS)
@@ -463,10 +469,16 @@ def _fit_pixel(work, nw, n, p0, spec, out):
             status = status2
 
     dof = n - nfree
+    chi2 -= _penalty(q, soft_min, soft_inv)  # report the data's chi2 alone
     out[o_chi2] = chi2 / dof
     out[o_chi2 + 1] = n_iter
     factor = max(chi2 / dof, 0.0) if spec[SPEC_SCALE_ERRORS] != 0.0 else 1.0
     _full_params(q, root, scale, offset, pfull)
+    # errors from the data alone: a width the soft minimum holds up (the data wanted it
+    # narrower) keeps the data's uncertainty, not the prior's tolerance
+    for f in range(nfree):
+        if soft_inv[f] > 0.0 and q[f] < soft_min[f]:
+            jtj[f, f] -= soft_inv[f] * soft_inv[f]
     any_bound = _identifiable(q, pfull, root, nl, free_kind, lower, upper, keep)
     singular = _covariance(jtj, amat, linv, keep, cov)
     if status == _ST_CONVERGED and any_bound:

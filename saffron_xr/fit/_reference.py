@@ -98,8 +98,15 @@ def fit_reference(
     q0 = np.where(q0 == c.free_lower, q0 + 1e-9 * np.maximum(abs(q0), 1), q0)
     q0 = np.where(q0 == c.free_upper, q0 - 1e-9 * np.maximum(abs(q0), 1), q0)
 
+    soft = c.free_soft_inv > 0
+
     def residuals(q):
-        return (y - evaluate_model(t @ q + const, lam, c)) / sig
+        r = (y - evaluate_model(t @ q + const, lam, c)) / sig
+        if not soft.any():
+            return r
+        # the soft lower bounds as pseudo-residuals (see LineModel.set_soft_min_width)
+        below = np.maximum(c.free_soft_min[soft] - q[soft], 0.0) * c.free_soft_inv[soft]
+        return np.concatenate([r, below])
 
     res = least_squares(
         residuals,
@@ -114,7 +121,7 @@ def fit_reference(
         max_nfev=20000,
     )
     n, nfree = y.size, c.n_free
-    chi2 = float(np.sum(res.fun**2) / (n - nfree))
+    chi2 = float(np.sum(res.fun[:n] ** 2) / (n - nfree))  # the data's chi2 alone
     jac = res.jac
     try:
         cov_free = np.linalg.inv(jac.T @ jac)

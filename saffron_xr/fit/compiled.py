@@ -40,6 +40,12 @@ class CompiledModel:
     free_lower, free_upper : numpy.ndarray
         Bounds of the free parameters (the own bounds of the root intersected with the
         bounds of every full parameter tied to it, mapped through the tie).
+    free_soft_min, free_soft_inv : numpy.ndarray
+        Soft lower bounds of the free parameters: below ``free_soft_min`` the fit pays
+        ``((free_soft_min - q) * free_soft_inv)**2`` of chi-square (a one-sided Gaussian
+        prior); ``free_soft_inv`` 0 (and ``free_soft_min`` -inf) where there is none. From
+        the lines' soft width minima (`LineModel.set_soft_min_width`), mapped through the
+        width ties (the tightest one wins when several lines share a width).
     transform : numpy.ndarray
         ``T`` (n_full x n_free).
     constant : numpy.ndarray
@@ -63,6 +69,8 @@ class CompiledModel:
     free_root: np.ndarray
     free_lower: np.ndarray
     free_upper: np.ndarray
+    free_soft_min: np.ndarray
+    free_soft_inv: np.ndarray
     segment_min: np.ndarray
     segment_max: np.ndarray
     segment_reference: np.ndarray
@@ -101,9 +109,10 @@ def compile_model(lines, degree, segments, resolve, wavelength=None) -> Compiled
 
     Parameters
     ----------
-    lines : list of (str, dict, dict)
-        Per line, in model order: name, initial value per kind (float, DataArray or None)
-        and ``(lo, hi)`` bounds per kind.
+    lines : list of (str, dict, dict) or (str, dict, dict, tuple or None)
+        Per line, in model order: name, initial value per kind (float, DataArray or None),
+        ``(lo, hi)`` bounds per kind and, optionally, the soft width minimum
+        ``(value, tolerance)`` (None for none).
     degree : int
         Background polynomial degree.
     segments : list of (float, float) or None
@@ -132,9 +141,11 @@ def compile_model(lines, degree, segments, resolve, wavelength=None) -> Compiled
         seg_min = np.array([s[0] for s in segments], dtype=float)
         seg_max = np.array([s[1] for s in segments], dtype=float)
         seg_ref = 0.5 * (seg_min + seg_max)
-    names = [name for name, _, _ in lines]
-    initial_of = {name: ini for name, ini, _ in lines}
-    bounds_of = {name: bnd for name, _, bnd in lines}
+    lines = [tuple(ln) + (None,) * (4 - len(ln)) for ln in lines]
+    names = [ln[0] for ln in lines]
+    initial_of = {ln[0]: ln[1] for ln in lines}
+    bounds_of = {ln[0]: ln[2] for ln in lines}
+    soft_of = {ln[0]: ln[3] for ln in lines}
     n_segments = 1 if segments is None else len(segments)
     index = {}
     full_names, full_kind, initial = [], [], []
@@ -177,6 +188,17 @@ def compile_model(lines, degree, segments, resolve, wavelength=None) -> Compiled
         lo, hi = (a, b) if scale[j] > 0 else (b, a)
         free_lower[f] = max(free_lower[f], lo)
         free_upper[f] = min(free_upper[f], hi)
+    soft_min = np.full(free_root.size, -np.inf)
+    soft_inv = np.zeros(free_root.size)
+    for name, soft in soft_of.items():
+        j = index[(name, "width")]
+        f = root[j]
+        if soft is None or f < 0 or not scale[j] > 0:
+            continue
+        value, tolerance = soft
+        # width = scale * free + offset (width ties have offset 0, scale > 0)
+        soft_min[f] = max(soft_min[f], (value - offset[j]) / scale[j])
+        soft_inv[f] = max(soft_inv[f], scale[j] / tolerance)
     return CompiledModel(
         n_lines=len(names),
         degree=degree,
@@ -189,6 +211,8 @@ def compile_model(lines, degree, segments, resolve, wavelength=None) -> Compiled
         free_root=free_root.astype(np.int64),
         free_lower=free_lower,
         free_upper=free_upper,
+        free_soft_min=soft_min,
+        free_soft_inv=soft_inv,
         segment_min=seg_min,
         segment_max=seg_max,
         segment_reference=seg_ref,

@@ -45,6 +45,7 @@ class _Line:
     rest_wavelength: float | None
     initial: dict = field(default_factory=dict)  # kind -> float, DataArray or None
     bounds: dict = field(default_factory=dict)  # kind -> (lo, hi)
+    soft_min_width: tuple | None = None  # (value, tolerance), Angstrom
 
 
 class LineModel:
@@ -144,7 +145,8 @@ class LineModel:
         -------
         dict
             Keys ``name``, ``ion``, ``rest_wavelength``, ``amplitude``, ``centroid``,
-            ``width`` (initial values) and ``bounds``.
+            ``width`` (initial values), ``bounds`` and ``soft_min_width`` (``(value,
+            tolerance)`` or None, see `set_soft_min_width`).
         """
         line = self._get(name, "line_info")
         return {
@@ -153,6 +155,7 @@ class LineModel:
             "rest_wavelength": line.rest_wavelength,
             **dict(line.initial),
             "bounds": dict(line.bounds),
+            "soft_min_width": line.soft_min_width,
         }
 
     def tie_of(self, name: str, param: str):
@@ -351,11 +354,54 @@ class LineModel:
             ln.bounds[param], ln.initial[param] = old_bounds, old_initial
             raise
 
+    def set_soft_min_width(self, line: str, value, tolerance=None) -> None:
+        """Give a line's width a soft lower bound: a one-sided Gaussian prior.
+
+        Below ``value`` the fit pays ``((value - width) / tolerance)**2`` of chi-square;
+        above it, nothing. For a line that is known not to be narrower than the instrument
+        (up to the uncertainty of the instrumental width, `tolerance`), this keeps fits of
+        faint lines, whose width the noise alone would often drive far below the
+        instrumental width or onto a hard bound, near physical widths, while a bright line
+        narrower than ``value`` is still measured (its own chi-square dominates). The
+        penalty is part of what is minimised, but not of the reported ``chi2`` nor of the
+        covariance: errors are those the data support at the solution (a width held up by
+        the penalty keeps the data's large error, not `tolerance`). The hard width bounds
+        still apply.
+
+        Parameters
+        ----------
+        line : str
+        value : float or None
+            Width (Gaussian sigma, Angstrom) below which the penalty starts; None removes
+            the soft bound.
+        tolerance : float
+            The penalty's scale (Angstrom), > 0; required with a value.
+
+        Raises
+        ------
+        ValueError
+            A value or tolerance that is not finite and > 0.
+        """
+        ln = self._get(line, "set_soft_min_width")
+        if value is None:
+            ln.soft_min_width = None
+            return
+        value = float(value)
+        tolerance = float(tolerance) if tolerance is not None else math.nan
+        if not (math.isfinite(value) and value > 0 and math.isfinite(tolerance) and tolerance > 0):
+            raise ValueError(
+                f"LineModel.set_soft_min_width({line!r}): value and tolerance must be finite "
+                f"and > 0, got value={value}, tolerance={tolerance}"
+            )
+        ln.soft_min_width = (value, tolerance)
+
     def copy(self) -> LineModel:
         """An independent copy (DataArray initial values are shared, not copied)."""
         new = copy.copy(self)
         new._lines = {
-            k: _Line(v.name, v.ion, v.rest_wavelength, dict(v.initial), dict(v.bounds))
+            k: _Line(
+                v.name, v.ion, v.rest_wavelength, dict(v.initial), dict(v.bounds), v.soft_min_width
+            )  # fmt: skip
             for k, v in self._lines.items()
         }
         new._ties = dict(self._ties)
@@ -395,6 +441,11 @@ class LineModel:
                     "bounds": {
                         k: [num(ln.bounds[k][0]), num(ln.bounds[k][1])] for k in PARAM_KINDS
                     },
+                    **(
+                        {"soft_min_width": list(ln.soft_min_width)}
+                        if ln.soft_min_width is not None
+                        else {}
+                    ),
                 }
                 for ln in self._lines.values()
             ],
@@ -439,6 +490,9 @@ class LineModel:
             if line.name in model._lines:
                 raise ValueError(f"LineModel.from_dict: duplicate line {line.name!r}")
             model._lines[line.name] = line
+            soft = ld.get("soft_min_width")
+            if soft is not None:
+                model.set_soft_min_width(line.name, *soft)
         model._validate()
         for t in d.get("ties", []):
             model._tie(t["line"], t["to"], t["param"], float(t["value"]))
@@ -482,7 +536,10 @@ class LineModel:
         -------
         CompiledModel
         """
-        lines = [(name, line.initial, line.bounds) for name, line in self._lines.items()]
+        lines = [
+            (name, line.initial, line.bounds, line.soft_min_width)
+            for name, line in self._lines.items()
+        ]
         return compile_model(lines, self._degree, self._segments, self._resolve, wavelength)
 
     # ------------------------------------------------------------------ internals
