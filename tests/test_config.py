@@ -72,6 +72,7 @@ def test_check_says_valid_only_when_the_run_can_start(tmp_path, capsys):
         ({"derive": {"mask": "all"}}, "'derive.mask'"),
         ({"scheduler": {"files_in_flight": 0}}, "'scheduler.files_in_flight'"),
         ({"catalog": {"background_degree": 3}}, "'catalog.background_degree'"),
+        ({"catalog": {"background_degree": "linear"}}, "must be auto, 0, 1 or 2"),
         ({"derive": {"doppler_reference": "sun"}}, "'derive.doppler_reference'"),
         ({"files": {"start": "yesterday"}}, "'files.start' is not an ISO date"),
         ({"scheduler": {"kind": "address"}}, "'scheduler.address' is required"),
@@ -104,6 +105,11 @@ def test_partial_config_fills_defaults():
     assert cfg["output"]["resume"] is True
     assert cfg["prep"]["noise"]["dark_factor"] == 2
     assert yaml.safe_load(template_text()) == default_config()
+    # the batch runner's guess defaults are guess_model's
+    from saffron_xr.catalog import GuessOptions
+
+    assert cfg["catalog"]["background_degree"] == GuessOptions().background_degree == "auto"
+    assert cfg["catalog"]["min_snr"] == 3.0
 
 
 def test_threads_scheduler_context():

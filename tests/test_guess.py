@@ -99,6 +99,13 @@ def test_ne8_real_window(ne8_radiance):
     # Mg VIII 769.36 is considered and its fate recorded
     assert report["mg_8 769.36"].status in ("dropped", "outside")
     assert report["mg_8 769.36"].reason
+    # background_degree="auto": without errors the slope is kept; with the noise model's
+    # errors it is far below what one spectrum can measure, and dropped
+    assert model.background_degree == report.background_degree == 1
+    err = saffron_xr.spice_error(ne8_radiance)
+    model0, report0 = guess_model(ne8_radiance, error=err, return_report=True)
+    assert model0.background_degree == report0.background_degree == 0
+    assert report0.slope_chi2 < 0.1
     print(report)
 
 
@@ -123,6 +130,9 @@ def test_lyg_raster_guess(lyg):
     assert any(975.0 < w < 976.5 for w, _ in report.unexplained)
     # with errors the typical single-pixel S/N is recorded (median peak S/N ~18 for C III)
     assert 10 < report["c_3 977.03"].snr_pixel < 40
+    # background_degree="auto": the LW continuum's slope is measurable in one spectrum
+    assert model.background_degree == report.background_degree == 1
+    assert report.slope_chi2 > 3
 
 
 def test_mean_spectrum_is_lazy(ne8_radiance):
@@ -143,6 +153,27 @@ def test_offset_and_centroids_synthetic():
         assert model.lines == ["ne_8 770.42", "mg_8 772.26"]
         for name, truth in zip(model.lines, ds.centroid.mean("y").values, strict=True):
             assert model.line_info(name)["centroid"] == pytest.approx(truth, abs=0.03)
+
+
+@pytest.mark.parametrize("target", [0.1, 10.0])
+def test_auto_background_degree_keeps_a_slope_one_spectrum_can_measure(target):
+    """A slope added to synthetic spectra, scaled so that it changes one spectrum's chi2 by
+    `target` (by hand: sum of (s (lambda - <lambda>))**2 / error**2 with the spectra's own
+    errors, the part a constant cannot absorb): kept at 10, dropped at 0.1."""
+    ds = make_spectra(300, seed=3)
+    wave = ds.wavelength.values
+    e2 = (ds.error**2).mean("y").values
+    centre = np.sum(wave / e2) / np.sum(1 / e2)
+    per_unit = np.sum((wave - centre) ** 2 / e2)  # chi2 of a slope of 1 per Angstrom
+    slope = np.sqrt(target / per_unit)
+    rad = ds.radiance + slope * (ds.wavelength - centre)
+    model, report = guess_model(rad, error=ds.error, return_report=True)
+    assert report.slope_chi2 == pytest.approx(target, rel=0.35)
+    assert model.background_degree == (1 if target > 1 else 0)
+    # an explicit degree is kept whatever the slope
+    assert guess_model(rad, error=ds.error, background_degree=1).background_degree == 1
+    # without errors the slope cannot be judged: it is kept
+    assert guess_model(rad).background_degree == 1
 
 
 @pytest.mark.parametrize("offset", [-0.46, 0.45])
@@ -404,6 +435,9 @@ def test_options_override_and_validation():
     for key in ("max_offset", "width", "refine_range", "centroid_range"):
         with pytest.raises(ValueError, match=f"{key} must be finite and > 0"):
             GuessOptions(**{key: 0.0})
+    for bad in ("linear", 3, -1):
+        with pytest.raises(ValueError, match="background_degree must be 'auto', 0, 1 or 2"):
+            GuessOptions(background_degree=bad)
 
 
 def test_options_and_keywords_give_the_same_guess():

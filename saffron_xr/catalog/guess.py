@@ -174,7 +174,9 @@ def guess_model(
 
     fit = fit_mean_spectrum(cands, samples, estimate.offset, spans, options, step, spectrum.name)
     _complete_report(report, fit, estimate, samples, options)
-    model = stages.build_model(fit, options, catalog, spectrum, radiance.attrs)
+    degree, slope_chi2 = stages.choose_background_degree(fit, samples, options)
+    report.background_degree, report.slope_chi2 = degree, slope_chi2
+    model = stages.build_model(fit, options, catalog, spectrum, radiance.attrs, degree)
     logger.debug("guess_model: %s", report)
     return (model, report) if return_report else model
 

@@ -105,7 +105,7 @@ def fit_mean_spectrum(
     start = (fit.amplitude, fit.centroid, fit.width)
     active, fit = _fit_and_judge(active, start, samples, offsets, spans, options, False,
                                  statuses, window)  # fmt: skip
-    n_par = 3 * len(active) + len(spans) * (options.background_degree + 1)
+    n_par = 3 * len(active) + len(spans) * (options.mean_fit_degree + 1)
     return MeanFit(
         lines=active, amplitude=fit.amplitude, centroid=fit.centroid, width=fit.width,
         offset=offsets, background=fit.background, residual=fit.residual,
@@ -198,7 +198,7 @@ def _mean_model(active, start, offsets, spans, options, tied):
     tol = options.refine_range
     lo_f, hi_f = options.fit_width_factors
     model = LineModel(
-        background_degree=options.background_degree, segments=spans if len(spans) > 1 else None
+        background_degree=options.mean_fit_degree, segments=spans if len(spans) > 1 else None
     )
     amplitude, centroid, width = start
     for i, c in enumerate(active):

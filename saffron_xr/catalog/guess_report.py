@@ -88,6 +88,12 @@ class GuessReport:
     settings : dict
         The settings used (:class:`~saffron_xr.catalog.GuessOptions` fields,
         ``min_separation`` resolved).
+    background_degree : int or None
+        The model's background degree (see ``background_degree`` of
+        :class:`~saffron_xr.catalog.GuessOptions`).
+    slope_chi2 : float
+        With ``background_degree="auto"``: the chi2 the mean spectrum's background slope
+        would add to one spectrum (the slope is kept from 1); else NaN.
     fit_status : list of str
         :class:`~saffron_xr.fit.FitStatus` name of each mean-spectrum fit, in order
         (``"tied ..."`` with centroids at ``rest + offset``, then ``"free ..."``; one more
@@ -105,6 +111,8 @@ class GuessReport:
     unexplained: list = field(default_factory=list)
     settings: dict = field(default_factory=dict)
     fit_status: list = field(default_factory=list)
+    background_degree: int | None = None
+    slope_chi2: float = math.nan
 
     @property
     def kept(self) -> list[str]:
@@ -136,6 +144,10 @@ class GuessReport:
                 + ", ".join(f"{b:.4g}" for b in self.background[s])
             )
         out.append(f"  mean-spectrum noise {self.noise:.4g}; fits: {', '.join(self.fit_status)}")
+        out.append(
+            f"  model background degree {self.background_degree}"
+            + ("" if math.isnan(self.slope_chi2) else f" (slope chi2 {self.slope_chi2:.3g})")
+        )
         for g in self.lines:
             num = (
                 f"amp {g.amplitude:.4g} cen {g.centroid:.3f} sigma {g.width:.3f} "

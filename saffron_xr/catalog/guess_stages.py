@@ -43,6 +43,7 @@ __all__ = [
     "estimate_offsets",
     "drop_outside",
     "build_model",
+    "choose_background_degree",
     "MIN_WIDTH_FACTOR",
 ]
 
@@ -58,6 +59,9 @@ MIN_WIDTH_FACTOR = 0.7
 #: SOFT_WIDTH_TOLERANCE times that width.
 SOFT_MIN_WIDTH_FACTOR = 0.85
 SOFT_WIDTH_TOLERANCE = 0.05
+#: ``background_degree="auto"`` keeps the mean spectrum's slope when it changes the chi2 of
+#: one spectrum by at least this much (see `choose_background_degree`).
+AUTO_SLOPE_CHI2 = 1.0
 #: The default upper width bound is this factor times the larger of the guessed width and
 #: the narrowest physical width.
 MAX_WIDTH_FACTOR = 4.0
@@ -523,12 +527,46 @@ def drop_outside(
 
 
 # ---------------------------------------------------------------------------- 7. the model
+def choose_background_degree(fit, samples: FitSamples, options: GuessOptions):
+    """The model's background degree and, for ``"auto"``, the slope's chi2 per spectrum.
+
+    For ``background_degree="auto"`` (see :class:`~saffron_xr.catalog.GuessOptions`): the
+    part of the mean spectrum's linear background that a constant cannot absorb,
+    ``b1 (t - <t>)`` per segment (``<t>`` the inverse-variance weighted mean of ``t``), is
+    compared with the mean per-pixel errors: ``chi2 = sum (b1 (t - <t>))**2 / e**2`` over
+    the usable samples. Degree 1 if ``chi2 >= AUTO_SLOPE_CHI2`` (or without errors), else 0.
+
+    Returns
+    -------
+    (int, float)
+        The degree and the slope chi2 (NaN when not computed).
+    """
+    if options.background_degree != "auto":
+        return int(options.background_degree), math.nan
+    if samples.error_mean is None:
+        return 1, math.nan
+    chi2 = 0.0
+    for sg, coef in enumerate(fit.background):
+        if len(coef) < 2:
+            continue
+        sel = (samples.segment == sg) & np.isfinite(samples.error_mean)
+        sel &= samples.error_mean > 0
+        if sel.sum() < 2:
+            continue
+        w = samples.wavelength[sel]
+        inv_var = 1.0 / samples.error_mean[sel] ** 2
+        t = w - np.sum(w * inv_var) / np.sum(inv_var)
+        chi2 += float(np.sum((coef[1] * t) ** 2 * inv_var))
+    return (1 if chi2 >= AUTO_SLOPE_CHI2 else 0), chi2
+
+
 def build_model(
     fit,
     options: GuessOptions,
     catalog: LineCatalog,
     spectrum: WindowSpectrum,
     attrs: dict,
+    degree: int | None = None,
 ):
     """The initial LineModel: the kept lines (rest-wavelength order, catalog names) at their
     mean-spectrum values, with the bounds of :func:`~saffron_xr.guess_model`.
@@ -543,6 +581,8 @@ def build_model(
         For the wavelength range of each segment (``segments`` of a fused window).
     attrs : dict
         The window's attributes (``DETECTOR``, ``SLIT_WID``) for the instrumental width.
+    degree : int, optional
+        Background degree (default: that of the mean-spectrum fit).
     """
     from ..fit.model import LineModel
 
@@ -554,7 +594,8 @@ def build_model(
         segments = [
             (float(w[s == k].min()), float(w[s == k].max())) for k in range(spectrum.n_segments)
         ]
-    model = LineModel(background_degree=options.background_degree, segments=segments)
+    degree = options.mean_fit_degree if degree is None else degree
+    model = LineModel(background_degree=degree, segments=segments)
     for i in sorted(range(len(fit.lines)), key=lambda i: fit.lines[i].rest):
         g = fit.lines[i].guess
         amp = g.amplitude if amp_hi is None else min(g.amplitude, amp_hi)

@@ -170,8 +170,8 @@ def _semantic_checks(cfg, where):
     n = cfg["scheduler"]["files_in_flight"]
     if n is not None and (isinstance(n, bool) or n < 1):
         raise ConfigError(f"{where}: 'scheduler.files_in_flight' must be a positive integer")
-    if cfg["catalog"]["background_degree"] not in (0, 1, 2):
-        raise ConfigError(f"{where}: 'catalog.background_degree' must be 0, 1 or 2")
+    if cfg["catalog"]["background_degree"] not in ("auto", 0, 1, 2):
+        raise ConfigError(f"{where}: 'catalog.background_degree' must be auto, 0, 1 or 2")
     if cfg["prep"]["despike"]["replace"] not in ("nan", "median"):
         raise ConfigError(f"{where}: 'prep.despike.replace' must be nan or median")
     ref = cfg["derive"]["doppler_reference"]
