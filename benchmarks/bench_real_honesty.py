@@ -11,7 +11,8 @@ Data (``$SAFFRON_TEST_DATA``, default ``../shared/data``):
   error=uncertainty)``).
 
 Default path, as the batch runner takes it: calibrated error, ``guess_model`` (physical
-width bounds, linear background), ``fit_lines(..., noise=terms)`` (weights from the model).
+widths with a soft minimum, background degree ``"auto"``), ``fit_lines(..., noise=terms)``
+(weights from the model).
 Printed per line: the calibration ratios; the fitted pixels; among the pixels where the
 line is detected at 5 sigma, the share with a parameter on a bound and the median reduced
 chi2; among all fitted pixels, the share with FWHM below 0.8 x the instrumental FWHM; the
