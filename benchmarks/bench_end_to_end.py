@@ -6,7 +6,9 @@ measurement runs in a fresh Python process (so that neither the generation nor a
 run inflates the memory figures):
 
 * ``threads``: ``run()`` with the threaded scheduler on all cores; the numba compilation is
-  timed first and separately (add it for a cold start);
+  timed first and separately (add it for a cold start); then, in the same process, the fits
+  alone on the same windows (prepared inputs and guessed models held in memory, not timed),
+  for the ratio whole run / fit alone (issue 13: <= 1.3);
 * ``local``: a ``distributed.LocalCluster`` of 2 worker processes x 1 thread; cluster start and
   the workers' numba compilation are timed separately, then ``run()`` uses the cluster.
 
@@ -166,6 +168,38 @@ def _profile_phases(cfg: dict) -> dict:
     return phases
 
 
+def _fit_alone(cfg: dict) -> dict:
+    """The fits of the same windows alone: the prepared inputs (radiance, errors, noise terms)
+    and the guessed models are built and held in memory first (not timed), then every
+    window's ``fit_lines`` is computed in one ``dask.compute`` on the same scheduler."""
+    import dask
+
+    from saffron_xr.fit.core import fit_lines
+    from saffron_xr.io.reader import open_spice
+    from saffron_xr.pipeline import steps
+    from saffron_xr.pipeline.config import validate_config
+    from saffron_xr.pipeline.scheduler import scheduler_context
+
+    cfg = validate_config(cfg, base_dir=cfg["_base_dir"])
+    path = Path(cfg["files"]["source"][0])
+    catalog = steps.load_catalog(cfg)
+    tree = open_spice(path, chunks=dict(cfg["chunks"]))
+    with scheduler_context(cfg["scheduler"]):
+        jobs = []
+        for name, node in tree.children.items():
+            ds = node.dataset
+            radiance, error, terms, _ = steps._prepare(cfg, name, ds["radiance"])
+            model = steps._window_model(cfg, name, ds, ds["radiance"], error, catalog)
+            noise = steps._fit_noise(cfg, radiance, terms)
+            radiance, error = dask.persist(radiance, error)
+            jobs.append((radiance, error, model, noise))
+        t = time.perf_counter()
+        c = time.process_time()
+        fits = [fit_lines(r, m, error=e, noise=n) for r, e, m, n in jobs]
+        dask.compute(*fits)
+        return {"wall_s": time.perf_counter() - t, "cpu_s": time.process_time() - c}
+
+
 def child(mode: str, path: Path, workdir: Path, profile: bool) -> dict:
     import saffron_xr  # noqa: F401  (import time is not part of the figures)
     from saffron_xr.fit import _kernels
@@ -185,6 +219,7 @@ def child(mode: str, path: Path, workdir: Path, profile: bool) -> dict:
         summary = run(cfg)
         report["wall_s"] = time.perf_counter() - t
         report.update(sampler.stop())
+        report["fit_alone"] = _fit_alone(_config(path, workdir / "out_fit", cfg["scheduler"]))
         if profile:
             report["profile"] = _profile_phases(
                 _config(path, workdir / "out_profile", cfg["scheduler"])
@@ -291,6 +326,13 @@ def main() -> None:
                 total = r["peak_rss_main_mb"] + r["peak_rss_children_sum_mb"]
                 print(f"  {'peak RSS total (MB)':28s} {total:8.0f}")
             print(f"  {'netCDF output (MB)':28s} {r['output_mb']:8.0f}")
+            if "fit_alone" in r:
+                fa = r["fit_alone"]
+                print(
+                    f"  {'fit alone, same windows':28s} {fa['wall_s']:8.1f} s wall, "
+                    f"{fa['cpu_s']:.1f} s CPU; whole run / fit alone: "
+                    f"{r['wall_s'] / fa['wall_s']:.2f} (wall), {cpu / fa['cpu_s']:.2f} (CPU)"
+                )
             if "profile" in r:
                 print("  profile (a second run in the same process, phase by phase):")
                 for key, value in r["profile"].items():

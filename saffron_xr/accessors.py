@@ -86,7 +86,7 @@ class SaffronDataArrayAccessor(_PlotMethods):
         *,
         terms=None,
         lags=(2, 3, 4),
-        max_samples=2_000_000,
+        max_samples=1_000_000,
         radcal=None,
         xposure=None,
         nbin2=None,

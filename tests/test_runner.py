@@ -672,6 +672,45 @@ def test_a_window_that_cannot_be_modelled_fails_alone(tmp_path):
     assert "window N_IV_765_Peak FAILED" in text
 
 
+def test_windows_are_built_in_parallel_with_the_serial_results(tmp_path, monkeypatch):
+    """The windows of a file are prepared and modelled on several threads (the noise
+    calibration and the mean spectra are computed then): same windows in the same order,
+    same models and the same failures as one at a time."""
+    import dask
+
+    from saffron_xr.io.reader import open_spice
+    from saffron_xr.pipeline import steps
+    from saffron_xr.pipeline.config import validate_config
+
+    make_spice_l2(tmp_path, ny=24, nx=6, seed=3, spiobsid=4400)
+    (path,) = tmp_path.glob("*_4400-000.fits")
+    cfg = validate_config(_config(tmp_path, [str(path)]), base_dir=str(tmp_path))
+    cfg["catalog"]["path"] = str(_catalog_without(tmp_path, 750.0, 767.6))  # N IV fails
+    threads_seen = set()
+    original = steps.process_window
+
+    def spy(*args, **kwargs):
+        threads_seen.add(threading.get_ident())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(steps, "process_window", spy)
+    trees = {}
+    with dask.config.set(scheduler="threads"):
+        assert steps._build_threads(9) == min(9, os.cpu_count(), 4)
+        for n in (1, 2):
+            monkeypatch.setattr(steps, "_build_threads", lambda k, n=n: n)
+            threads_seen.clear()
+            trees[n] = steps.process_tree(cfg, open_spice(path))
+            assert len(threads_seen) == n
+    serial, parallel = trees[1], trees[2]
+    assert list(parallel.children) == list(serial.children) and len(serial.children) == 8
+    assert parallel.attrs["failed_windows"] == serial.attrs["failed_windows"]
+    assert list(serial.attrs["failed_windows"]) == ["N_IV_765_Peak"]
+    for name in serial.children:
+        assert parallel[name].attrs["line_model"] == serial[name].attrs["line_model"]
+        assert parallel[name].attrs["noise_floor_ratio"] == serial[name].attrs["noise_floor_ratio"]
+
+
 def test_each_failure_is_printed_once_and_files_are_logged(tmp_path, caplog):
     import logging
 
