@@ -88,6 +88,7 @@ from ._kernel_base import (  # noqa: F401
     _W,
     _Y,
     _chi2,
+    _chi2_g,
     _cholesky,
     _cholesky_inverse,
     _cholesky_solve,
@@ -95,7 +96,9 @@ from ._kernel_base import (  # noqa: F401
     _factor_kept,
     _full_params,
     _jacobian,
+    _jacobian_g,
     _jit,
+    _line_store,
     _penalty,
     _predicted_decrease,
     _start,
@@ -146,12 +149,21 @@ def _negligible(decrease, step, jtj, chi2, dof, ftol, xtol):
 @_jit
 def _iterate(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper, max_iter, ftol, xtol,
              ascending):  # fmt: skip
+    """`_iterate_g` with a fresh line store (for callers that do not keep one)."""
+    return _iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper, max_iter, ftol,
+                      xtol, ascending, _line_store(mdl[0], smp.shape[1]))  # fmt: skip
+
+
+@_jit
+def _iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper, max_iter, ftol, xtol,
+               ascending, lines):  # fmt: skip
     """Bounded Levenberg-Marquardt from q (residuals, J^T J and J^T r already at q).
 
     Returns (status, iterations, chi2); on return q, the residuals, J^T J and J^T r all
     belong to the same point. Trial points cost one chi2 evaluation; J is rebuilt only at
-    accepted points. Parameters on a bound whose descent direction points outward are
-    frozen for the step (active set); trial points are clipped into the box.
+    accepted points (from the Gaussians of the trial point's chi2, kept in the line
+    store). Parameters on a bound whose descent direction points outward are frozen for the
+    step (active set); trial points are clipped into the box.
     """
     jmat, clo, chi, jtj, jtr = jac
     q_try, delta, rhs, free, amat = tmp
@@ -208,7 +220,7 @@ def _iterate(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper, max_iter, ftol
                         converged_now = True
                         break
                 first_try = False
-                chi2_try = _chi2(q_try, n, smp, mdl, pfull, ascending)
+                chi2_try = _chi2_g(q_try, n, smp, mdl, pfull, ascending, lines)
                 if math.isfinite(chi2_try) and chi2_try <= chi2:
                     accepted = True
                     lam_used = lmb
@@ -229,7 +241,7 @@ def _iterate(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper, max_iter, ftol
             # No step lowers chi2. After accepted steps this is the (bounded) minimum to
             # machine precision; from the start it is not a verified minimum. The rejected
             # trials overwrote the residuals: restore them (J^T J, J^T r are still at q).
-            _chi2(q, n, smp, mdl, pfull, ascending)
+            _chi2_g(q, n, smp, mdl, pfull, ascending, lines)
             status = _ST_CONVERGED if n_accepted > 0 else _ST_NO_STEP
             break
         n_accepted += 1
@@ -237,7 +249,7 @@ def _iterate(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper, max_iter, ftol
             delta[a] = q_try[a] - q[a]  # the step taken
             q[a] = q_try[a]
         chi2 = chi2_try
-        _jacobian(q, n, smp, mdl, pfull, jac, ascending)
+        _jacobian_g(q, n, smp, mdl, pfull, jac, ascending, lines, False)
         if lam_used <= 1.0 and _negligible(dchi, delta, jtj, chi2, dof, ftol, xtol):
             status = _ST_CONVERGED
             break
@@ -428,7 +440,11 @@ def _fit_pixel(work, nw, n, p0, spec, out):
     o += 10 * nfree
     mats = work[o : o + 4 * nfree * nfree].reshape((4, nfree, nfree))
     jtj, amat, cov, linv = mats[0], mats[1], mats[2], mats[3]
-    pfull = work[o + 4 * nfree * nfree : o + 4 * nfree * nfree + nfull]
+    o += 4 * nfree * nfree
+    pfull = work[o : o + nfull]
+    o += nfull
+    lines = (work[o : o + nl * nw].reshape((nl, nw)), work[o + nl * nw : o + nl * nw + 2 * nl]
+             .reshape((nl, 2)))  # fmt: skip
     jac = (jmat, clo, chi, jtj, jtr)
     tmp = (q_try, delta, rhs, keep, amat)
 
@@ -440,7 +456,8 @@ def _fit_pixel(work, nw, n, p0, spec, out):
             break
 
     chi2 = _start(q, p0, n, smp, mdl, pfull, jac, tmp, free_root, free_kind, lower, upper,
-                  spec[SPEC_RESCALE] != 0.0, spec[SPEC_MOMENTS] != 0.0, ascending)  # fmt: skip
+                  spec[SPEC_RESCALE] != 0.0, spec[SPEC_MOMENTS] != 0.0, ascending,
+                  lines)  # fmt: skip
     if not math.isfinite(chi2):
         out[o_chi2 + 3] = _ST_BAD_INITIAL
         return
@@ -450,20 +467,21 @@ def _fit_pixel(work, nw, n, p0, spec, out):
     n_passes = int(spec[SPEC_REWEIGHT])
     if n_passes > 0 and _reweight(n, smp) > 0:
         # weights from the starting model rather than from the noisy data
-        chi2 = _chi2(q, n, smp, mdl, pfull, ascending)
-        _jacobian(q, n, smp, mdl, pfull, jac, ascending)
+        chi2 = _chi2_g(q, n, smp, mdl, pfull, ascending, lines)
+        _jacobian_g(q, n, smp, mdl, pfull, jac, ascending, lines, False)
         n_passes -= 1
-    status, n_iter, chi2 = _iterate(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper,
-                                    max_iter, ftol, xtol, ascending)  # fmt: skip
+    status, n_iter, chi2 = _iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper,
+                                      max_iter, ftol, xtol, ascending, lines)  # fmt: skip
     for _pass in range(n_passes):
         # weights from the fitted model, then iterate again from the solution (the
         # starting model's weights are close, but its centroids and widths are the guess)
         if _reweight(n, smp) == 0:
             break
-        chi2 = _chi2(q, n, smp, mdl, pfull, ascending)
-        _jacobian(q, n, smp, mdl, pfull, jac, ascending)
-        status2, n_iter2, chi2 = _iterate(q, chi2, n, smp, mdl, pfull, jac, tmp, lower,
-                                          upper, max_iter, ftol, xtol, ascending)  # fmt: skip
+        chi2 = _chi2_g(q, n, smp, mdl, pfull, ascending, lines)
+        _jacobian_g(q, n, smp, mdl, pfull, jac, ascending, lines, False)
+        status2, n_iter2, chi2 = _iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower,
+                                            upper, max_iter, ftol, xtol, ascending,
+                                            lines)  # fmt: skip
         n_iter += n_iter2
         if status2 != _ST_NO_STEP or status == _ST_NO_STEP:
             status = status2
