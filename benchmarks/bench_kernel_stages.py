@@ -9,6 +9,8 @@ model, ``_REWEIGHT_PASSES`` refits).
   cumulative stages compact, + start, + first iterate, + reweight passes, + the whole pixel
   (covariance, significance, pack), each called from one numba loop over the spectra; and
   the gufunc itself.
+* ``--rates``: the gufunc alone, fits per CPU-second (any version of the kernels: run it
+  alternately with an old and a new checkout on ``PYTHONPATH`` for an A/B comparison).
 * ``--dump FILE``: write the packed outputs of every case (npz), e.g. once with an old
   checkout on ``PYTHONPATH`` and once with the new one; ``--compare OLD NEW`` reports the
   status agreement and the largest parameter difference in units of the error bar.
@@ -122,7 +124,7 @@ def _stages(y, err, wave, photon, floor, p0, spec, out, upto):
         pfull = work[o : o + nfull]
         o += nfull
         lines = (work[o : o + nl * nw].reshape((nl, nw)),
-                 work[o + nl * nw : o + nl * nw + 2 * nl].reshape((nl, 2)))  # fmt: skip
+                 work[o + nl * nw : o + nl * nw + 4 * nl].reshape((nl, 4)))  # fmt: skip
         jac = (jmat, vec[6], vec[7], mats[0], vec[3])
         tmp = (vec[1], vec[2], vec[4], vec[5], mats[1])
         q = vec[0]
@@ -190,7 +192,7 @@ def _evals(y, err, wave, photon, floor, p0, spec, reps, which):
         pfull = work[o : o + nfull]
         o += nfull
         lines = (work[o : o + nl * nw].reshape((nl, nw)),
-                 work[o + nl * nw : o + nl * nw + 2 * nl].reshape((nl, 2)))  # fmt: skip
+                 work[o + nl * nw : o + nl * nw + 4 * nl].reshape((nl, 4)))  # fmt: skip
         jac = (jmat, vec[6], vec[7], mats[0], vec[3])
         q = vec[0]
         for f in range(nfree):
@@ -253,6 +255,17 @@ def stages(names, n, repeat):
         print(f"  one chi2 {t_chi2 * 1e6:.3f} us, one Jacobian {(t_both - t_chi2) * 1e6:.3f} us")
 
 
+def rates(names, n, repeat):
+    """fits per CPU-second of the gufunc alone (works with any version of the kernels)."""
+    parts = []
+    for name in names:
+        inputs = capture(name, n)
+        run_gufunc(tuple(a[:2] if i in (0, 1, 3, 4, 5) else a for i, a in enumerate(inputs)))
+        t = best(lambda x=inputs: run_gufunc(x), repeat)
+        parts.append(f"{name} {n / t:8.0f}")
+    print("fits/CPU-s: " + ", ".join(parts))
+
+
 def dump(names, n, path):
     arrays = {}
     for name in names:
@@ -293,9 +306,12 @@ def main():
     parser.add_argument("--cases", nargs="+", default=["easy", "spice2", "blend6", "spice2n"])
     parser.add_argument("--dump", metavar="FILE")
     parser.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"))
+    parser.add_argument("--rates", action="store_true", help="time the gufunc alone")
     args = parser.parse_args()
     if args.compare:
         compare(*args.compare)
+    elif args.rates:
+        rates(args.cases, args.n, args.repeat)
     elif args.dump:
         dump(args.cases, args.n, args.dump)
     else:
