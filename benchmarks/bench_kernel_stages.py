@@ -124,7 +124,7 @@ def _stages(y, err, wave, photon, floor, p0, spec, out, upto):
         pfull = work[o : o + nfull]
         o += nfull
         lines = (work[o : o + nl * nw].reshape((nl, nw)),
-                 work[o + nl * nw : o + nl * nw + 4 * nl].reshape((nl, 4)))  # fmt: skip
+                 work[o + nl * nw : o + nl * nw + 2 * nl].reshape((nl, 2)))  # fmt: skip
         jac = (jmat, vec[6], vec[7], mats[0], vec[3])
         tmp = (vec[1], vec[2], vec[4], vec[5], mats[1])
         q = vec[0]
@@ -192,7 +192,7 @@ def _evals(y, err, wave, photon, floor, p0, spec, reps, which):
         pfull = work[o : o + nfull]
         o += nfull
         lines = (work[o : o + nl * nw].reshape((nl, nw)),
-                 work[o + nl * nw : o + nl * nw + 4 * nl].reshape((nl, 4)))  # fmt: skip
+                 work[o + nl * nw : o + nl * nw + 2 * nl].reshape((nl, 2)))  # fmt: skip
         jac = (jmat, vec[6], vec[7], mats[0], vec[3])
         q = vec[0]
         for f in range(nfree):
