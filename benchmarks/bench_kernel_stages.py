@@ -254,8 +254,10 @@ def stages(names, n, repeat):
             prev = t
         t = times["gufunc"] / n
         print(f"  gufunc     {t * 1e6:8.2f} us/spectrum = {1 / t:9.0f} fits/CPU-s")
-        print(f"  one chi2 {t_chi2 * 1e6:.3f} us, one Jacobian {(t_both - t_chi2) * 1e6:.3f} us"
-              f" (linear-only {(t_lin - t_chi2) * 1e6:.3f} us)")
+        print(
+            f"  one chi2 {t_chi2 * 1e6:.3f} us, one Jacobian {(t_both - t_chi2) * 1e6:.3f} us"
+            f" (linear-only {(t_lin - t_chi2) * 1e6:.3f} us)"
+        )
 
 
 def rates(names, n, repeat):
