@@ -190,6 +190,7 @@ def _iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper, max_iter, ft
         dchi = 0.0
         lam_used = lmb
         chi2_try = chi2
+        pred = 0.0
         while lmb <= _LAMBDA_MAX:
             for a in range(nfree):
                 if free[a] == 0.0:
@@ -210,10 +211,12 @@ def _iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper, max_iter, ft
                     q_try[f] = min(max(v, lower[f]), upper[f])
                     if q_try[f] != v:
                         clipped = True
+                pred_ready = False
                 if lmb <= 1.0 and first_try and not clipped:
                     # Converged already if the proposed (nearly Gauss-Newton) step is
                     # negligible: this saves evaluating a last, useless trial point.
                     pred = _predicted_decrease(q, q_try, jtj, jtr, nfree)
+                    pred_ready = True  # that of this q_try, kept for the gain ratio
                     for a in range(nfree):
                         delta[a] = q_try[a] - q[a]  # the step proposed
                     if _negligible(pred, delta, jtj, chi2, dof, ftol, xtol):
@@ -226,7 +229,8 @@ def _iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper, max_iter, ft
                     lam_used = lmb
                     dchi = chi2 - chi2_try
                     # gain ratio: actual over Gauss-Newton-predicted decrease (Nielsen 1999)
-                    pred = _predicted_decrease(q, q_try, jtj, jtr, nfree)
+                    if not pred_ready:
+                        pred = _predicted_decrease(q, q_try, jtj, jtr, nfree)
                     rho = dchi / pred if pred > 0.0 else 0.0
                     t = 2.0 * rho - 1.0
                     lmb = max(lmb * max(1.0 / 3.0, 1.0 - t * t * t), _LAMBDA_MIN)
