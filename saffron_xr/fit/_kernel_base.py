@@ -216,19 +216,24 @@ def _gaussian(lam, i0, i1, centre, inv_width, gv):
     q = math.exp(-d * d)
     r = math.exp(-z * d - 0.5 * d * d)
     tol = 1e-9 * abs(step)
+    g = gv[i0]  # carried in a register, not reloaded from gv
+    prev = lam[i0]
     for i in range(i0 + 1, i1):
-        if abs(lam[i] - lam[i - 1] - step) <= tol:
-            gv[i] = gv[i - 1] * r
+        x = lam[i]
+        if abs(x - prev - step) <= tol:
+            g = g * r
             r *= q
         else:  # restart after a gap
-            z = (lam[i] - centre) * inv_width
-            gv[i] = math.exp(-0.5 * z * z)
+            z = (x - centre) * inv_width
+            g = math.exp(-0.5 * z * z)
             if i + 1 < i1:
-                step = lam[i + 1] - lam[i]
+                step = lam[i + 1] - x
                 d = step * inv_width
                 q = math.exp(-d * d)
                 r = math.exp(-z * d - 0.5 * d * d)
                 tol = 1e-9 * abs(step)
+        gv[i] = g
+        prev = x
 
 
 # Rows of the per-pixel sample block `smp` (see `_compact`).
@@ -271,16 +276,27 @@ def _chi2_g(q, n, smp, mdl, pfull, ascending, lines):
     res = smp[_RES]
     _full_params(q, root, scale, offset, pfull)
     nlp = 3 * nl
-    for i in range(n):
-        s = int(smp[_SEG, i])
-        t = lam[i] - seg_ref[s]
-        base = nlp + s * nbg
-        f = 0.0
-        tk = 1.0
-        for k in range(nbg):
-            f += pfull[base + k] * tk
-            tk *= t
-        res[i] = f
+    if seg_ref.shape[0] == 1 and nbg <= 2:  # one segment, constant or linear: same sums
+        c0 = 0.0 + pfull[nlp]
+        if nbg == 1:
+            for i in range(n):
+                res[i] = c0
+        else:
+            c1 = pfull[nlp + 1]
+            ref = seg_ref[0]
+            for i in range(n):
+                res[i] = c0 + c1 * (lam[i] - ref)
+    else:
+        for i in range(n):
+            s = int(smp[_SEG, i])
+            t = lam[i] - seg_ref[s]
+            base = nlp + s * nbg
+            f = 0.0
+            tk = 1.0
+            for k in range(nbg):
+                f += pfull[base + k] * tk
+                tk *= t
+            res[i] = f
     for ln in range(nl):
         amp = pfull[3 * ln]
         if amp == 0.0:
@@ -410,16 +426,31 @@ def _jacobian_g(q, n, smp, mdl, pfull, jac, ascending, lines, linear_only):
             for i in range(i0, i1):
                 z = (lam[i] - cen) * inv
                 jw[i] += sw * gv[i] * wv[i] * z * z
-    for i in range(n):
-        s = int(smp[_SEG, i])
-        t = lam[i] - seg_ref[s]
-        base = nlp + s * nbg
-        tk = wv[i]
-        for k in range(nbg):
-            r = int(root[base + k])
-            if r >= 0:
-                jmat[r, i] += scale[base + k] * tk
-            tk *= t
+    if seg_ref.shape[0] == 1 and nbg <= 2:  # one segment, constant or linear: same sums
+        ref = seg_ref[0]
+        r = int(root[nlp])
+        if r >= 0:
+            s0 = scale[nlp]
+            jr = jmat[r]
+            for i in range(n):
+                jr[i] += s0 * wv[i]
+        r = int(root[nlp + 1]) if nbg == 2 else -1
+        if r >= 0:
+            s1 = scale[nlp + 1]
+            jr = jmat[r]
+            for i in range(n):
+                jr[i] += s1 * (wv[i] * (lam[i] - ref))
+    else:
+        for i in range(n):
+            s = int(smp[_SEG, i])
+            t = lam[i] - seg_ref[s]
+            base = nlp + s * nbg
+            tk = wv[i]
+            for k in range(nbg):
+                r = int(root[base + k])
+                if r >= 0:
+                    jmat[r, i] += scale[base + k] * tk
+                tk *= t
     _normal_equations(jmat, clo, chi, smp[_RES], jtj, jtr, nfree)
     # soft lower bounds: one pseudo-residual (soft_min - q) * inv with derivative inv each
     for a in range(nfree):
