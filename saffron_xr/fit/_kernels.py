@@ -25,10 +25,13 @@ How one pixel is fitted (`_fit_pixel`, each stage its own small function):
 2. `_start`: initial values clipped into the bounds; per-pixel centroids and widths from the
    first and second moments of the line's excess over the rest of the model (isolated lines
    with a significant excess only); amplitudes and background by linear least squares at
-   those centroids and widths (the model is linear in them).
+   those centroids and widths (the model is linear in them; these solves build only the
+   rows of J of the linear parameters).
 3. `_iterate`: bounded Levenberg-Marquardt (active set on the bounds, Nielsen's damping
    update). Trial points cost one chi-square evaluation; the Jacobian and the normal matrix
-   are built only at accepted points. Each line is evaluated only where ``|z| < _REACH``.
+   are built only at accepted points, from the Gaussians that the chi-square of that point
+   left in the per-pixel line store (no exponential is computed twice). Each line is
+   evaluated only where ``|z| < _REACH``.
    Soft lower bounds (``LineModel.set_soft_min_width``) add one pseudo-residual per
    parameter below its soft minimum to chi2, J^T J and J^T r (`_penalty`); the reported
    chi2 and the covariance (step 5) leave it out: errors are the data's.
