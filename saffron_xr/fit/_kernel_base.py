@@ -216,19 +216,24 @@ def _gaussian(lam, i0, i1, centre, inv_width, gv):
     q = math.exp(-d * d)
     r = math.exp(-z * d - 0.5 * d * d)
     tol = 1e-9 * abs(step)
+    g = gv[i0]  # carried in a register, not reloaded from gv
+    prev = lam[i0]
     for i in range(i0 + 1, i1):
-        if abs(lam[i] - lam[i - 1] - step) <= tol:
-            gv[i] = gv[i - 1] * r
+        x = lam[i]
+        if abs(x - prev - step) <= tol:
+            g = g * r
             r *= q
         else:  # restart after a gap
-            z = (lam[i] - centre) * inv_width
-            gv[i] = math.exp(-0.5 * z * z)
+            z = (x - centre) * inv_width
+            g = math.exp(-0.5 * z * z)
             if i + 1 < i1:
-                step = lam[i + 1] - lam[i]
+                step = lam[i + 1] - x
                 d = step * inv_width
                 q = math.exp(-d * d)
                 r = math.exp(-z * d - 0.5 * d * d)
                 tol = 1e-9 * abs(step)
+        gv[i] = g
+        prev = x
 
 
 # Rows of the per-pixel sample block `smp` (see `_compact`).
@@ -244,36 +249,66 @@ _N_ROWS = 8
 
 
 @_jit
+def _line_store(nl, nw):
+    """A fresh line store (see `_chi2_g`) in which no Gaussian is computed yet."""
+    return np.empty((nl, nw)), np.full((nl, 2), -1.0)
+
+
+@_jit
 def _chi2(q, n, smp, mdl, pfull, ascending):
+    """`_chi2_g` with a fresh line store (for callers that do not keep one)."""
+    return _chi2_g(q, n, smp, mdl, pfull, ascending, _line_store(mdl[0], smp.shape[1]))
+
+
+@_jit
+def _chi2_g(q, n, smp, mdl, pfull, ascending, lines):
     """Weighted chi2 at free parameters q; leaves the weighted residuals in smp[_RES].
 
     ``mdl`` is ``(n_lines, n_background_terms, segment_reference, root, scale, offset,
     soft_min, soft_inv)``. The chi2 includes the soft lower bounds' penalty (`_penalty`).
+    ``lines`` is the line store ``(gauss, ranges)``: each line's ``exp(-z**2 / 2)`` on its
+    sample range ``[ranges[l, 0], ranges[l, 1])`` is left there for `_jacobian_g` at the
+    same point (range -1: not computed, the line's amplitude being zero).
     """
     nl, nbg, seg_ref, root, scale, offset, soft_min, soft_inv = mdl
+    gmat, grng = lines
     lam = smp[_LAM]
     res = smp[_RES]
-    gv = smp[_GAUSS]
     _full_params(q, root, scale, offset, pfull)
     nlp = 3 * nl
-    for i in range(n):
-        s = int(smp[_SEG, i])
-        t = lam[i] - seg_ref[s]
-        base = nlp + s * nbg
-        f = 0.0
-        tk = 1.0
-        for k in range(nbg):
-            f += pfull[base + k] * tk
-            tk *= t
-        res[i] = f
+    if seg_ref.shape[0] == 1 and nbg <= 2:  # one segment, constant or linear: same sums
+        c0 = 0.0 + pfull[nlp]
+        if nbg == 1:
+            for i in range(n):
+                res[i] = c0
+        else:
+            c1 = pfull[nlp + 1]
+            ref = seg_ref[0]
+            for i in range(n):
+                res[i] = c0 + c1 * (lam[i] - ref)
+    else:
+        for i in range(n):
+            s = int(smp[_SEG, i])
+            t = lam[i] - seg_ref[s]
+            base = nlp + s * nbg
+            f = 0.0
+            tk = 1.0
+            for k in range(nbg):
+                f += pfull[base + k] * tk
+                tk *= t
+            res[i] = f
     for ln in range(nl):
         amp = pfull[3 * ln]
         if amp == 0.0:
+            grng[ln, 0] = -1.0
             continue
         cen = pfull[3 * ln + 1]
         wid = pfull[3 * ln + 2]
         i0, i1 = _line_range(lam, n, ascending, cen, wid, _REACH)
+        gv = gmat[ln]
         _gaussian(lam, i0, i1, cen, 1.0 / wid, gv)
+        grng[ln, 0] = i0
+        grng[ln, 1] = i1
         for i in range(i0, i1):
             res[i] += amp * gv[i]
     yv = smp[_Y]
@@ -299,27 +334,46 @@ def _penalty(q, soft_min, soft_inv):
 
 @_jit
 def _jacobian(q, n, smp, mdl, pfull, jac, ascending):
-    """J^T J (lower triangle) and J^T r at q, r being the residuals left by `_chi2` at q.
+    """`_jacobian_g` with a fresh line store (every Gaussian recomputed)."""
+    _jacobian_g(q, n, smp, mdl, pfull, jac, ascending, _line_store(mdl[0], smp.shape[1]),
+                False)  # fmt: skip
+
+
+@_jit
+def _jacobian_g(q, n, smp, mdl, pfull, jac, ascending, lines, linear_only):
+    """J^T J (lower triangle) and J^T r at q, r being the residuals left by `_chi2_g` at q.
 
     ``jac`` is ``(jmat, clo, chi, jtj, jtr)``: J has one row of jmat per free parameter (the
     derivative of the weighted model). A row is non-zero only on [clo, chi) (its lines'
-    reach; everything for background terms): only that range is cleared and summed, and
-    pairs of parameters whose ranges do not overlap (lines far apart) cost nothing.
+    reach; everything for background terms): pairs of parameters whose ranges do not
+    overlap (lines far apart) cost nothing. The Gaussians come from the line store left by
+    `_chi2_g` at the same q (lines of zero amplitude are computed here). With
+    ``linear_only``, only the rows of amplitudes and background are built (the others are
+    zero): enough for `_linear_solve`.
     """
     nl, nbg, seg_ref, root, scale, offset, soft_min, soft_inv = mdl
+    gmat, grng = lines
     jmat, clo, chi, jtj, jtr = jac
     lam = smp[_LAM]
     wv = smp[_W]
-    gv = smp[_GAUSS]
     nfree = q.shape[0]
     _full_params(q, root, scale, offset, pfull)
     for f in range(nfree):
         clo[f] = n
         chi[f] = 0
     nlp = 3 * nl
+    nk = 1 if linear_only else 3
     for ln in range(nl):
-        i0, i1 = _line_range(lam, n, ascending, pfull[3 * ln + 1], pfull[3 * ln + 2], _REACH)
-        for k in range(3):
+        if grng[ln, 0] < 0.0:
+            cen = pfull[3 * ln + 1]
+            wid = pfull[3 * ln + 2]
+            i0, i1 = _line_range(lam, n, ascending, cen, wid, _REACH)
+            _gaussian(lam, i0, i1, cen, 1.0 / wid, gmat[ln])
+            grng[ln, 0] = i0
+            grng[ln, 1] = i1
+        i0 = int(grng[ln, 0])
+        i1 = int(grng[ln, 1])
+        for k in range(nk):
             r = int(root[3 * ln + k])
             if r >= 0:
                 clo[r] = min(clo[r], i0)
@@ -329,20 +383,23 @@ def _jacobian(q, n, smp, mdl, pfull, jac, ascending):
         if r >= 0:
             clo[r] = 0
             chi[r] = n
+    # rows are cleared over all samples: the J^T J blocks below sum over the union of
+    # ranges of several rows, where the others are exact zeros
     for f in range(nfree):
         row = jmat[f]
-        for i in range(int(clo[f]), int(chi[f])):
+        for i in range(n):
             row[i] = 0.0
     for ln in range(nl):
         amp = pfull[3 * ln]
         cen = pfull[3 * ln + 1]
         inv = 1.0 / pfull[3 * ln + 2]
-        i0, i1 = _line_range(lam, n, ascending, cen, pfull[3 * ln + 2], _REACH)
-        _gaussian(lam, i0, i1, cen, inv, gv)
+        i0 = int(grng[ln, 0])
+        i1 = int(grng[ln, 1])
+        gv = gmat[ln]
         # d/dA = g, d/dc = A g z / w, d/dw = A g z^2 / w, with z = (x - c) / w
         ra = int(root[3 * ln])
-        rc = int(root[3 * ln + 1])
-        rw = int(root[3 * ln + 2])
+        rc = -1 if linear_only else int(root[3 * ln + 1])
+        rw = -1 if linear_only else int(root[3 * ln + 2])
         if ra >= 0:
             sa = scale[3 * ln]
             ja = jmat[ra]
@@ -369,35 +426,87 @@ def _jacobian(q, n, smp, mdl, pfull, jac, ascending):
             for i in range(i0, i1):
                 z = (lam[i] - cen) * inv
                 jw[i] += sw * gv[i] * wv[i] * z * z
-    for i in range(n):
-        s = int(smp[_SEG, i])
-        t = lam[i] - seg_ref[s]
-        base = nlp + s * nbg
-        tk = wv[i]
-        for k in range(nbg):
-            r = int(root[base + k])
-            if r >= 0:
-                jmat[r, i] += scale[base + k] * tk
-            tk *= t
-    res = smp[_RES]
-    for a in range(nfree):
-        la = int(clo[a])
-        ha = int(chi[a])
-        for b in range(a + 1):
-            s = 0.0
-            for i in range(max(la, int(clo[b])), min(ha, int(chi[b]))):
-                s += jmat[a, i] * jmat[b, i]
-            jtj[a, b] = s
-        s = 0.0
-        for i in range(la, ha):
-            s += jmat[a, i] * res[i]
-        jtr[a] = s
+    if seg_ref.shape[0] == 1 and nbg <= 2:  # one segment, constant or linear: same sums
+        ref = seg_ref[0]
+        r = int(root[nlp])
+        if r >= 0:
+            s0 = scale[nlp]
+            jr = jmat[r]
+            for i in range(n):
+                jr[i] += s0 * wv[i]
+        r = int(root[nlp + 1]) if nbg == 2 else -1
+        if r >= 0:
+            s1 = scale[nlp + 1]
+            jr = jmat[r]
+            for i in range(n):
+                jr[i] += s1 * (wv[i] * (lam[i] - ref))
+    else:
+        for i in range(n):
+            s = int(smp[_SEG, i])
+            t = lam[i] - seg_ref[s]
+            base = nlp + s * nbg
+            tk = wv[i]
+            for k in range(nbg):
+                r = int(root[base + k])
+                if r >= 0:
+                    jmat[r, i] += scale[base + k] * tk
+                tk *= t
+    _normal_equations(jmat, clo, chi, smp[_RES], jtj, jtr, nfree)
     # soft lower bounds: one pseudo-residual (soft_min - q) * inv with derivative inv each
     for a in range(nfree):
         if soft_inv[a] > 0.0 and q[a] < soft_min[a]:
             inv2 = soft_inv[a] * soft_inv[a]
             jtj[a, a] += inv2
             jtr[a] += inv2 * (soft_min[a] - q[a])
+
+
+@_jit
+def _normal_equations(jmat, clo, chi, res, jtj, jtr, nfree):
+    """jtj[a, b] (b <= a) = sum_i J[a, i] J[b, i], jtr[a] = sum_i J[a, i] r[i].
+
+    Row a is non-zero only on [clo[a], chi[a]) (zero elsewhere). Four columns b at a time
+    share the loads of row a and keep four independent sums (each summed in sample order,
+    as one at a time would); a block sums over its union of ranges, the rows being exact
+    zeros outside their own.
+    """
+    for a in range(nfree):
+        la = int(clo[a])
+        ha = int(chi[a])
+        ra = jmat[a]
+        b = 0
+        while b + 4 <= a + 1:
+            lo = max(la, int(min(min(clo[b], clo[b + 1]), min(clo[b + 2], clo[b + 3]))))
+            hi = min(ha, int(max(max(chi[b], chi[b + 1]), max(chi[b + 2], chi[b + 3]))))
+            r0 = jmat[b]
+            r1 = jmat[b + 1]
+            r2 = jmat[b + 2]
+            r3 = jmat[b + 3]
+            s0 = 0.0
+            s1 = 0.0
+            s2 = 0.0
+            s3 = 0.0
+            for i in range(lo, hi):
+                v = ra[i]
+                s0 += v * r0[i]
+                s1 += v * r1[i]
+                s2 += v * r2[i]
+                s3 += v * r3[i]
+            jtj[a, b] = s0
+            jtj[a, b + 1] = s1
+            jtj[a, b + 2] = s2
+            jtj[a, b + 3] = s3
+            b += 4
+        while b <= a:
+            rb = jmat[b]
+            s = 0.0
+            for i in range(max(la, int(clo[b])), min(ha, int(chi[b]))):
+                s += ra[i] * rb[i]
+            jtj[a, b] = s
+            b += 1
+        s = 0.0
+        for i in range(la, ha):
+            s += ra[i] * res[i]
+        jtr[a] = s
 
 
 @_jit
@@ -419,7 +528,7 @@ def _work_size(spec, nw):
     nl = int(spec[SPEC_N_LINES])
     nfree = int(spec[SPEC_N_FREE])
     nfull = 3 * nl + int(spec[SPEC_N_SEGMENTS]) * (int(spec[SPEC_DEGREE]) + 1)
-    return (_N_ROWS + nfree) * nw + 10 * nfree + 4 * nfree * nfree + nfull
+    return (_N_ROWS + nfree + nl) * nw + 10 * nfree + 4 * nfree * nfree + nfull + 2 * nl
 
 
 @_jit
@@ -460,20 +569,21 @@ def _compact(y, err, wave, photon, floor, spec, work):
 
 
 @_jit
-def _moments(q, n, smp, mdl, pfull, lower, upper, ascending):
+def _moments(q, n, smp, mdl, pfull, lower, upper, ascending, lines):
     """Per-pixel centroid and width of isolated lines from the moments of their excess.
 
     The excess is the data minus the rest of the model (background and the other lines) in
     a window of +-_MOMENT_REACH widths; only positive excess counts. A line is changed only
     if its centroid and width are free and its own (not tied), no other line is near, and
-    the excess is significant. Returns the number of lines changed.
+    the excess is significant. Needs the residuals, full parameters and line store left by
+    `_chi2_g` at q. Returns the number of lines changed.
     """
     nl, nbg, seg_ref, root, scale, offset, soft_min, soft_inv = mdl
+    gmat, grng = lines
     lam = smp[_LAM]
     wv = smp[_W]
     res = smp[_RES]
     changed = 0
-    _chi2(q, n, smp, mdl, pfull, ascending)
     for ln in range(nl):
         rc = int(root[3 * ln + 1])
         rw = int(root[3 * ln + 2])
@@ -504,10 +614,13 @@ def _moments(q, n, smp, mdl, pfull, lower, upper, ascending):
         s0 = 0.0
         s1 = 0.0
         var = 0.0
-        inv = 1.0 / wid
+        # the line's own model amp * g: g from the line store (the window lies inside the
+        # line's range there); a line of zero amplitude has none (and adds nothing)
+        gv = gmat[ln]
         for i in range(i0, i1):
-            z = (lam[i] - cen) * inv
-            e = res[i] / wv[i] + amp * math.exp(-0.5 * z * z)  # data minus the rest
+            e = res[i] / wv[i]  # data minus the rest
+            if amp != 0.0:
+                e += amp * gv[i]
             var += 1.0 / (wv[i] * wv[i])
             if e > 0.0:
                 s0 += e
@@ -517,8 +630,9 @@ def _moments(q, n, smp, mdl, pfull, lower, upper, ascending):
         c_new = s1 / s0
         s2 = 0.0
         for i in range(i0, i1):
-            z = (lam[i] - cen) * inv
-            e = res[i] / wv[i] + amp * math.exp(-0.5 * z * z)
+            e = res[i] / wv[i]
+            if amp != 0.0:
+                e += amp * gv[i]
             if e > 0.0:
                 d = lam[i] - c_new
                 s2 += e * d * d
@@ -575,12 +689,13 @@ def _linear_solve(q, jac, tmp, free_kind, lower, upper):
 
 @_jit
 def _start(q, p0, n, smp, mdl, pfull, jac, tmp, free_root, free_kind, lower, upper,
-           rescale, moments, ascending):  # fmt: skip
+           rescale, moments, ascending, lines):  # fmt: skip
     """Starting point: initial values clipped into the bounds, then (with `rescale`) the
     moments of isolated lines and the linear solve of amplitudes and background.
 
     Returns chi2 at the start (NaN if the initial values are not usable); on return the
-    residuals, J^T J and J^T r belong to q.
+    residuals, J^T J and J^T r belong to q. The linear solves need only the rows of J of
+    the linear parameters; the full J is built once, at the start point.
     """
     nfree = q.shape[0]
     for f in range(nfree):
@@ -588,25 +703,28 @@ def _start(q, p0, n, smp, mdl, pfull, jac, tmp, free_root, free_kind, lower, upp
         if not math.isfinite(v):
             return np.nan
         q[f] = min(max(v, lower[f]), upper[f])
-    chi2 = _chi2(q, n, smp, mdl, pfull, ascending)
+    chi2 = _chi2_g(q, n, smp, mdl, pfull, ascending, lines)
     if not math.isfinite(chi2):
         return np.nan
-    _jacobian(q, n, smp, mdl, pfull, jac, ascending)
     if not rescale:
+        _jacobian_g(q, n, smp, mdl, pfull, jac, ascending, lines, False)
         return chi2
     q_try = tmp[0]
     for f in range(nfree):
         q_try[f] = q[f]  # to fall back on
-    if not _linear_solve(q, jac, tmp, free_kind, lower, upper):
+    _jacobian_g(q, n, smp, mdl, pfull, jac, ascending, lines, True)
+    if not _linear_solve(q, jac, tmp, free_kind, lower, upper):  # q unchanged
+        _jacobian_g(q, n, smp, mdl, pfull, jac, ascending, lines, False)
         return chi2
-    if moments and _moments(q, n, smp, mdl, pfull, lower, upper, ascending) > 0:
-        _chi2(q, n, smp, mdl, pfull, ascending)
-        _jacobian(q, n, smp, mdl, pfull, jac, ascending)
+    chi2_start = _chi2_g(q, n, smp, mdl, pfull, ascending, lines)
+    if moments and _moments(q, n, smp, mdl, pfull, lower, upper, ascending, lines) > 0:
+        _chi2_g(q, n, smp, mdl, pfull, ascending, lines)
+        _jacobian_g(q, n, smp, mdl, pfull, jac, ascending, lines, True)
         _linear_solve(q, jac, tmp, free_kind, lower, upper)
-    chi2_start = _chi2(q, n, smp, mdl, pfull, ascending)
+        chi2_start = _chi2_g(q, n, smp, mdl, pfull, ascending, lines)
     if not math.isfinite(chi2_start):  # back to the clipped initial values
         for f in range(nfree):
             q[f] = q_try[f]
-        chi2_start = _chi2(q, n, smp, mdl, pfull, ascending)
-    _jacobian(q, n, smp, mdl, pfull, jac, ascending)
+        chi2_start = _chi2_g(q, n, smp, mdl, pfull, ascending, lines)
+    _jacobian_g(q, n, smp, mdl, pfull, jac, ascending, lines, False)
     return chi2_start

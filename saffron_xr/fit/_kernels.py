@@ -25,10 +25,13 @@ How one pixel is fitted (`_fit_pixel`, each stage its own small function):
 2. `_start`: initial values clipped into the bounds; per-pixel centroids and widths from the
    first and second moments of the line's excess over the rest of the model (isolated lines
    with a significant excess only); amplitudes and background by linear least squares at
-   those centroids and widths (the model is linear in them).
+   those centroids and widths (the model is linear in them; these solves build only the
+   rows of J of the linear parameters).
 3. `_iterate`: bounded Levenberg-Marquardt (active set on the bounds, Nielsen's damping
    update). Trial points cost one chi-square evaluation; the Jacobian and the normal matrix
-   are built only at accepted points. Each line is evaluated only where ``|z| < _REACH``.
+   are built only at accepted points, from the Gaussians that the chi-square of that point
+   left in the per-pixel line store (no exponential is computed twice). Each line is
+   evaluated only where ``|z| < _REACH``.
    Soft lower bounds (``LineModel.set_soft_min_width``) add one pseudo-residual per
    parameter below its soft minimum to chi2, J^T J and J^T r (`_penalty`); the reported
    chi2 and the covariance (step 5) leave it out: errors are the data's.
@@ -88,6 +91,7 @@ from ._kernel_base import (  # noqa: F401
     _W,
     _Y,
     _chi2,
+    _chi2_g,
     _cholesky,
     _cholesky_inverse,
     _cholesky_solve,
@@ -95,7 +99,9 @@ from ._kernel_base import (  # noqa: F401
     _factor_kept,
     _full_params,
     _jacobian,
+    _jacobian_g,
     _jit,
+    _line_store,
     _penalty,
     _predicted_decrease,
     _start,
@@ -146,12 +152,21 @@ def _negligible(decrease, step, jtj, chi2, dof, ftol, xtol):
 @_jit
 def _iterate(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper, max_iter, ftol, xtol,
              ascending):  # fmt: skip
+    """`_iterate_g` with a fresh line store (for callers that do not keep one)."""
+    return _iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper, max_iter, ftol,
+                      xtol, ascending, _line_store(mdl[0], smp.shape[1]))  # fmt: skip
+
+
+@_jit
+def _iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper, max_iter, ftol, xtol,
+               ascending, lines):  # fmt: skip
     """Bounded Levenberg-Marquardt from q (residuals, J^T J and J^T r already at q).
 
     Returns (status, iterations, chi2); on return q, the residuals, J^T J and J^T r all
     belong to the same point. Trial points cost one chi2 evaluation; J is rebuilt only at
-    accepted points. Parameters on a bound whose descent direction points outward are
-    frozen for the step (active set); trial points are clipped into the box.
+    accepted points (from the Gaussians of the trial point's chi2, kept in the line
+    store). Parameters on a bound whose descent direction points outward are frozen for the
+    step (active set); trial points are clipped into the box.
     """
     jmat, clo, chi, jtj, jtr = jac
     q_try, delta, rhs, free, amat = tmp
@@ -178,6 +193,7 @@ def _iterate(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper, max_iter, ftol
         dchi = 0.0
         lam_used = lmb
         chi2_try = chi2
+        pred = 0.0
         while lmb <= _LAMBDA_MAX:
             for a in range(nfree):
                 if free[a] == 0.0:
@@ -198,23 +214,26 @@ def _iterate(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper, max_iter, ftol
                     q_try[f] = min(max(v, lower[f]), upper[f])
                     if q_try[f] != v:
                         clipped = True
+                pred_ready = False
                 if lmb <= 1.0 and first_try and not clipped:
                     # Converged already if the proposed (nearly Gauss-Newton) step is
                     # negligible: this saves evaluating a last, useless trial point.
                     pred = _predicted_decrease(q, q_try, jtj, jtr, nfree)
+                    pred_ready = True  # that of this q_try, kept for the gain ratio
                     for a in range(nfree):
                         delta[a] = q_try[a] - q[a]  # the step proposed
                     if _negligible(pred, delta, jtj, chi2, dof, ftol, xtol):
                         converged_now = True
                         break
                 first_try = False
-                chi2_try = _chi2(q_try, n, smp, mdl, pfull, ascending)
+                chi2_try = _chi2_g(q_try, n, smp, mdl, pfull, ascending, lines)
                 if math.isfinite(chi2_try) and chi2_try <= chi2:
                     accepted = True
                     lam_used = lmb
                     dchi = chi2 - chi2_try
                     # gain ratio: actual over Gauss-Newton-predicted decrease (Nielsen 1999)
-                    pred = _predicted_decrease(q, q_try, jtj, jtr, nfree)
+                    if not pred_ready:
+                        pred = _predicted_decrease(q, q_try, jtj, jtr, nfree)
                     rho = dchi / pred if pred > 0.0 else 0.0
                     t = 2.0 * rho - 1.0
                     lmb = max(lmb * max(1.0 / 3.0, 1.0 - t * t * t), _LAMBDA_MIN)
@@ -229,7 +248,7 @@ def _iterate(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper, max_iter, ftol
             # No step lowers chi2. After accepted steps this is the (bounded) minimum to
             # machine precision; from the start it is not a verified minimum. The rejected
             # trials overwrote the residuals: restore them (J^T J, J^T r are still at q).
-            _chi2(q, n, smp, mdl, pfull, ascending)
+            _chi2_g(q, n, smp, mdl, pfull, ascending, lines)
             status = _ST_CONVERGED if n_accepted > 0 else _ST_NO_STEP
             break
         n_accepted += 1
@@ -237,7 +256,7 @@ def _iterate(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper, max_iter, ftol
             delta[a] = q_try[a] - q[a]  # the step taken
             q[a] = q_try[a]
         chi2 = chi2_try
-        _jacobian(q, n, smp, mdl, pfull, jac, ascending)
+        _jacobian_g(q, n, smp, mdl, pfull, jac, ascending, lines, False)
         if lam_used <= 1.0 and _negligible(dchi, delta, jtj, chi2, dof, ftol, xtol):
             status = _ST_CONVERGED
             break
@@ -428,7 +447,11 @@ def _fit_pixel(work, nw, n, p0, spec, out):
     o += 10 * nfree
     mats = work[o : o + 4 * nfree * nfree].reshape((4, nfree, nfree))
     jtj, amat, cov, linv = mats[0], mats[1], mats[2], mats[3]
-    pfull = work[o + 4 * nfree * nfree : o + 4 * nfree * nfree + nfull]
+    o += 4 * nfree * nfree
+    pfull = work[o : o + nfull]
+    o += nfull
+    lines = (work[o : o + nl * nw].reshape((nl, nw)), work[o + nl * nw : o + nl * nw + 2 * nl]
+             .reshape((nl, 2)))  # fmt: skip
     jac = (jmat, clo, chi, jtj, jtr)
     tmp = (q_try, delta, rhs, keep, amat)
 
@@ -440,7 +463,8 @@ def _fit_pixel(work, nw, n, p0, spec, out):
             break
 
     chi2 = _start(q, p0, n, smp, mdl, pfull, jac, tmp, free_root, free_kind, lower, upper,
-                  spec[SPEC_RESCALE] != 0.0, spec[SPEC_MOMENTS] != 0.0, ascending)  # fmt: skip
+                  spec[SPEC_RESCALE] != 0.0, spec[SPEC_MOMENTS] != 0.0, ascending,
+                  lines)  # fmt: skip
     if not math.isfinite(chi2):
         out[o_chi2 + 3] = _ST_BAD_INITIAL
         return
@@ -450,20 +474,21 @@ def _fit_pixel(work, nw, n, p0, spec, out):
     n_passes = int(spec[SPEC_REWEIGHT])
     if n_passes > 0 and _reweight(n, smp) > 0:
         # weights from the starting model rather than from the noisy data
-        chi2 = _chi2(q, n, smp, mdl, pfull, ascending)
-        _jacobian(q, n, smp, mdl, pfull, jac, ascending)
+        chi2 = _chi2_g(q, n, smp, mdl, pfull, ascending, lines)
+        _jacobian_g(q, n, smp, mdl, pfull, jac, ascending, lines, False)
         n_passes -= 1
-    status, n_iter, chi2 = _iterate(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper,
-                                    max_iter, ftol, xtol, ascending)  # fmt: skip
+    status, n_iter, chi2 = _iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper,
+                                      max_iter, ftol, xtol, ascending, lines)  # fmt: skip
     for _pass in range(n_passes):
         # weights from the fitted model, then iterate again from the solution (the
         # starting model's weights are close, but its centroids and widths are the guess)
         if _reweight(n, smp) == 0:
             break
-        chi2 = _chi2(q, n, smp, mdl, pfull, ascending)
-        _jacobian(q, n, smp, mdl, pfull, jac, ascending)
-        status2, n_iter2, chi2 = _iterate(q, chi2, n, smp, mdl, pfull, jac, tmp, lower,
-                                          upper, max_iter, ftol, xtol, ascending)  # fmt: skip
+        chi2 = _chi2_g(q, n, smp, mdl, pfull, ascending, lines)
+        _jacobian_g(q, n, smp, mdl, pfull, jac, ascending, lines, False)
+        status2, n_iter2, chi2 = _iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower,
+                                            upper, max_iter, ftol, xtol, ascending,
+                                            lines)  # fmt: skip
         n_iter += n_iter2
         if status2 != _ST_NO_STEP or status == _ST_NO_STEP:
             status = status2
