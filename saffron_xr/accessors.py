@@ -40,7 +40,8 @@ class _WriteMethods:
         *,
         config=None,
         provenance=None,
-        compression_level=4,
+        compression="zstd",
+        compression_level=None,
         overwrite=True,
         format=None,
     ):
@@ -48,7 +49,7 @@ class _WriteMethods:
         (computes)."""
         from .io.netcdf import to_netcdf
 
-        return to_netcdf(self._obj, path, config=config, provenance=provenance, compression_level=compression_level, overwrite=overwrite, format=format)  # fmt: skip
+        return to_netcdf(self._obj, path, config=config, provenance=provenance, compression=compression, compression_level=compression_level, overwrite=overwrite, format=format)  # fmt: skip
 
     def to_l3_fits(self, path, *, data=None, overwrite=True):
         """Write SOLARNET/SPICE L3-style FITS; see :func:`saffron_xr.to_l3_fits` (computes)."""

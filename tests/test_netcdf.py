@@ -179,13 +179,48 @@ def test_provenance_attributes(tree, tmp_path):
 
 
 def test_compression_and_groups_in_file(tree, tmp_path):
-    path = to_netcdf(tree, tmp_path / "c.nc", compression_level=5)
+    path = to_netcdf(tree, tmp_path / "c.nc", compression="zlib", compression_level=5)
     with netCDF4.Dataset(path) as nc:
         assert set(nc.groups) == set(tree.children)
         var = nc.groups["Ne_VIII_770_Peak"].variables["amplitude"]
         filters = var.filters()
         assert filters["zlib"] and filters["complevel"] == 5 and filters["shuffle"]
+        assert not filters["zstd"]
         assert nc.data_model == "NETCDF4"
+
+
+@pytest.mark.parametrize(
+    "codec, level, flag", [(None, None, "zstd"), ("zstd", 3, "zstd"), ("zlib", None, "zlib")]
+)
+def test_codecs_round_trip_and_are_recorded_in_the_file(tree, tmp_path, codec, level, flag):
+    """Default zstd level 1; zlib level 4 by default; every codec reads back identical."""
+    kwargs = {} if codec is None else {"compression": codec}
+    if level is not None:
+        kwargs["compression_level"] = level
+    path = to_netcdf(tree, tmp_path / "c.nc", **kwargs)
+    expected_level = level if level is not None else {"zstd": 1, "zlib": 4}[flag]
+    with netCDF4.Dataset(path) as nc:
+        filters = nc.groups["Ne_VIII_770_Peak"].variables["amplitude"].filters()
+        assert filters[flag] and filters["complevel"] == expected_level
+        assert not filters["zlib" if flag == "zstd" else "zstd"]
+    back = open_results(path)
+    for name in tree.children:
+        xr.testing.assert_identical(back[name].to_dataset(), tree[name].to_dataset())
+
+
+def test_uncompressed_output_and_bad_codec(tree, tmp_path):
+    path = to_netcdf(tree, tmp_path / "u.nc", compression=None)
+    with netCDF4.Dataset(path) as nc:
+        filters = nc.groups["Ne_VIII_770_Peak"].variables["amplitude"].filters()
+        assert not (filters["zlib"] or filters["zstd"])
+    # compressible data: both codecs make the file smaller than the uncompressed one
+    ds = xr.Dataset({"amplitude": (("y", "x"), np.zeros((300, 200)))})
+    sizes = {c: to_netcdf(ds, tmp_path / f"z_{c}.nc", compression=c).stat().st_size
+             for c in ("zstd", "zlib", None)}  # fmt: skip
+    assert sizes["zstd"] < sizes[None] / 10 and sizes["zlib"] < sizes[None] / 10
+    with pytest.raises(ValueError, match="compression must be one of"):
+        to_netcdf(tree, tmp_path / "b.nc", compression="lzma")
+    assert not (tmp_path / "b.nc").exists()
 
 
 def test_write_is_lazy_until_written_and_streams_dask(tmp_path):

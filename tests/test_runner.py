@@ -827,3 +827,22 @@ def test_fuse_and_locks_fit_windows_together(tmp_path):
 
     with pytest.raises(ConfigError, match="locks"):
         validate_config({"locks": [{"line": "a", "to": "a"}]})
+
+
+@pytest.mark.parametrize("codec, flag", [("zlib", "zlib"), ("none", None)])
+def test_output_compression_setting_reaches_the_file(tmp_path, codec, flag):
+    """output.compression: zlib (portable) or none instead of the default zstd; same numbers."""
+    import netCDF4
+
+    data = tmp_path / "data"
+    data.mkdir()
+    path = _raster(data, 1000, ny=16, seed=3)
+    default = run(_config(tmp_path, [str(path)], out="a"))
+    other = run(_config(tmp_path, [str(path)], out="b", output={"compression": codec}))
+    (a,), (b,) = default.done, other.done
+    for out, want in ((a.output, "zstd"), (b.output, flag)):
+        with netCDF4.Dataset(out) as nc:
+            filters = nc.groups[NODES[0]].variables["amplitude"].filters()
+            for name in ("zstd", "zlib"):
+                assert filters[name] == (name == want)
+    _assert_same_results(Path(a.output), Path(b.output))

@@ -116,3 +116,14 @@ def test_config_output_format():
     cfg["output"]["format"] = "parquet"
     with pytest.raises(ConfigError, match="'output.format' must be netcdf or zarr"):
         validate_config(cfg)
+
+
+def test_config_output_compression():
+    cfg = default_config()
+    assert cfg["output"]["compression"] == "zstd"
+    for codec in ("zlib", "none", None):
+        cfg["output"]["compression"] = codec
+        assert validate_config(cfg)["output"]["compression"] == codec
+    cfg["output"]["compression"] = "gzip"
+    with pytest.raises(ConfigError, match="'output.compression' must be zstd, zlib or none"):
+        validate_config(cfg)

@@ -45,6 +45,7 @@ _MULTI_TYPES = {
     ("derive", "gradient"): (dict, type(None)),
     ("derive", "mask"): (str, type(None)),
     ("scheduler", "files_in_flight"): (int, type(None)),
+    ("output", "compression"): (str, type(None)),
     ("scheduler", "n_workers"): (int, type(None)),
     ("scheduler", "address"): (str, type(None)),
     ("scheduler", "jobqueue", "queue"): (str, type(None)),
@@ -154,6 +155,11 @@ def _semantic_checks(cfg, where):
     if cfg["output"]["format"] not in ("netcdf", "zarr"):
         raise ConfigError(
             f"{where}: 'output.format' must be netcdf or zarr, got {cfg['output']['format']!r}"
+        )
+    if cfg["output"]["compression"] not in ("zstd", "zlib", "none", None):
+        raise ConfigError(
+            f"{where}: 'output.compression' must be zstd, zlib or none, "
+            f"got {cfg['output']['compression']!r}"
         )
     kind = cfg["files"]["kind"]
     if kind is not None and kind not in ("ras", "sit", "exp"):

@@ -118,6 +118,8 @@ def _write_results(cfg, results, out_path: Path, progress: bool, stop, compute_f
     from ..io.netcdf import to_netcdf
 
     fmt = cfg["output"].get("format")
+    codec = cfg["output"].get("compression", "zstd")
+    codec = None if codec in ("none", None) else codec
     if _in_process_scheduler() and not compute_first:
         # to_netcdf computes the windows one by one while it writes them: only the chunks
         # in flight and one window's variables are in memory, never all the results
@@ -127,7 +129,7 @@ def _write_results(cfg, results, out_path: Path, progress: bool, stop, compute_f
 
             ctx = ProgressBar(minimum=1.0)
         with ctx, NETCDF_LOCK:
-            to_netcdf(results, out_path, config=cfg, format=fmt)
+            to_netcdf(results, out_path, config=cfg, format=fmt, compression=codec)
         return
     # other files are in flight in this process (netCDF writes one at a time), or computed on
     # a cluster whose workers may not share this file system (output.shared_filesystem:
@@ -135,7 +137,7 @@ def _write_results(cfg, results, out_path: Path, progress: bool, stop, compute_f
     computed = _compute_tree(results)
     _check_stop(stop)
     with NETCDF_LOCK:
-        to_netcdf(computed, out_path, config=cfg, format=fmt)
+        to_netcdf(computed, out_path, config=cfg, format=fmt, compression=codec)
 
 
 def _process(cfg, path, catalog, progress, stop=None, compute_first=False) -> FileResult:
