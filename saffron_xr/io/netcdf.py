@@ -398,7 +398,11 @@ def _prepare(
                     enc[name]["chunks"] = tuple(int(c[0]) for c in var.chunks)
             elif var.dtype.kind in "iuf" and var.ndim > 0 and compression is not None:
                 if compression == "zlib":
-                    enc[name] = {"zlib": True, "complevel": int(compression_level), "shuffle": True}
+                    enc[name] = {
+                        "zlib": True,
+                        "complevel": int(compression_level),
+                        "shuffle": True,
+                    }
                 else:  # (netCDF4-python applies the shuffle filter with zlib only)
                     enc[name] = {"compression": compression, "complevel": int(compression_level)}
                 if var.chunks:
