@@ -410,7 +410,7 @@ def test_options_defaults_are_the_documented_ones():
     import dataclasses
 
     fields = {f.name: f.default for f in dataclasses.fields(GuessOptions)}
-    assert len(fields) == 11
+    assert len(fields) == 12
     # the options' docstring documents every setting with its default; guess_model names them
     assert _documented_defaults(GuessOptions.__doc__) == fields
     assert all(f"``{name}``" in guess_model.__doc__ for name in fields)
@@ -438,6 +438,10 @@ def test_options_override_and_validation():
     for bad in ("linear", 3, -1):
         with pytest.raises(ValueError, match="background_degree must be 'auto', 0, 1 or 2"):
             GuessOptions(background_degree=bad)
+    for bad in (-0.5, "1"):
+        with pytest.raises(ValueError, match="weak_pixel_snr must be >= 0 or None"):
+            GuessOptions(weak_pixel_snr=bad)
+    assert GuessOptions(weak_pixel_snr=None).weak_pixel_snr is None
 
 
 def test_options_and_keywords_give_the_same_guess():

@@ -127,3 +127,18 @@ def test_config_output_compression():
     cfg["output"]["compression"] = "gzip"
     with pytest.raises(ConfigError, match="'output.compression' must be zstd, zlib or none"):
         validate_config(cfg)
+
+
+def test_config_catalog_weak_pixel_snr():
+    cfg = default_config()
+    assert cfg["catalog"]["weak_pixel_snr"] == 1.0
+    for value in (0, 2.5, None):
+        cfg["catalog"]["weak_pixel_snr"] = value
+        assert validate_config(cfg)["catalog"]["weak_pixel_snr"] == value
+    cfg["catalog"]["weak_pixel_snr"] = -1.0
+    with pytest.raises(ConfigError, match="'catalog.weak_pixel_snr' must be >= 0 or null"):
+        validate_config(cfg)
+    for bad in (True, "high"):
+        cfg["catalog"]["weak_pixel_snr"] = bad
+        with pytest.raises(ConfigError, match="'catalog.weak_pixel_snr' must be .* or null"):
+            validate_config(cfg)

@@ -85,7 +85,11 @@ def guess_model(
     of valid spectra, scaled up by the square root of the local reduced chi-square when that
     exceeds 1 (model mismatch counts as noise); without ``error``, the local RMS residual of
     the fit. It measures whether the data show the line at all. The typical single-pixel peak S/N (amplitude
-    over mean ``error``) is recorded as ``snr_pixel``.
+    over mean ``error``) is recorded as ``snr_pixel``. A kept line that one pixel cannot
+    measure (``snr_pixel`` below ``weak_pixel_snr``, default 1) and that is not the
+    brightest of its segment follows the brightest: its centroid is tied to it at their
+    mean-spectrum separation and its width fixed at its mean-spectrum width; only its
+    amplitude is fitted per pixel (the report says so).
 
     The model's bounds, for the per-pixel fits: centroid within ``centroid_range`` of its
     guess, width within ``width_bounds`` times its guess, amplitude within
@@ -110,8 +114,8 @@ def guess_model(
     **settings
         Any field of :class:`GuessOptions`, overriding ``options``: ``max_offset``,
         ``width``, ``min_snr``, ``min_separation``, ``merge_blends``, ``refine_range``,
-        ``centroid_range``, ``width_bounds``, ``amplitude_bounds``, ``background_degree``,
-        ``min_valid_fraction`` (each documented there, with its default). An unknown name
+        ``centroid_range``, ``width_bounds``, ``amplitude_bounds``, ``weak_pixel_snr``,
+        ``background_degree``, ``min_valid_fraction`` (each documented there, with its default). An unknown name
         raises `TypeError`.
 
     Returns

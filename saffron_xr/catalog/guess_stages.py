@@ -626,7 +626,40 @@ def build_model(
         )
         if soft is not None:
             model.set_soft_min_width(g.name, *soft)
+    _tie_weak_lines(model, fit, options)
     return model
+
+
+def _tie_weak_lines(model, fit, options: GuessOptions) -> None:
+    """Constrain the lines that one pixel cannot measure (see ``GuessOptions.weak_pixel_snr``).
+
+    Per segment, every kept line but the brightest (by single-pixel S/N) whose ``snr_pixel``
+    is below the threshold gets its centroid tied to the brightest line at their
+    mean-spectrum separation and its width fixed at its mean-spectrum width (within its
+    bounds); its amplitude stays free. The line's report says so.
+    """
+    limit = options.weak_pixel_snr
+    if limit is None:
+        return
+    by_segment: dict[int, list] = {}
+    for cand in fit.lines:
+        if math.isfinite(cand.guess.snr_pixel):
+            by_segment.setdefault(cand.segment, []).append(cand.guess)
+    for guesses in by_segment.values():
+        anchor = max(guesses, key=lambda g: g.snr_pixel)
+        for g in guesses:
+            if g is anchor or not g.snr_pixel < limit:
+                continue
+            offset = g.centroid - anchor.centroid
+            lo, hi = model.line_info(g.name)["bounds"]["width"]
+            width = min(max(g.width, lo), hi)
+            model.tie_centroid(g.name, anchor.name, offset)
+            model.set_soft_min_width(g.name, None)
+            model.fix(g.name, "width", width)
+            g.reason = (
+                f"single-pixel S/N {g.snr_pixel:.2f} < weak_pixel_snr {limit:g}: centroid tied "
+                f"to {anchor.name} ({offset:+.3f} A), width fixed at {width:.3f} A"
+            )
 
 
 def narrowest_width(catalog: LineCatalog, guess: LineGuess, attrs) -> float:

@@ -46,6 +46,7 @@ _MULTI_TYPES = {
     ("derive", "mask"): (str, type(None)),
     ("scheduler", "files_in_flight"): (int, type(None)),
     ("output", "compression"): (str, type(None)),
+    ("catalog", "weak_pixel_snr"): (int, float, type(None)),
     ("scheduler", "n_workers"): (int, type(None)),
     ("scheduler", "address"): (str, type(None)),
     ("scheduler", "jobqueue", "queue"): (str, type(None)),
@@ -176,6 +177,9 @@ def _semantic_checks(cfg, where):
     n = cfg["scheduler"]["files_in_flight"]
     if n is not None and (isinstance(n, bool) or n < 1):
         raise ConfigError(f"{where}: 'scheduler.files_in_flight' must be a positive integer")
+    weak = cfg["catalog"]["weak_pixel_snr"]
+    if weak is not None and (isinstance(weak, bool) or not weak >= 0):
+        raise ConfigError(f"{where}: 'catalog.weak_pixel_snr' must be >= 0 or null, got {weak!r}")
     if cfg["catalog"]["background_degree"] not in ("auto", 0, 1, 2):
         raise ConfigError(f"{where}: 'catalog.background_degree' must be auto, 0, 1 or 2")
     if cfg["prep"]["despike"]["replace"] not in ("nan", "median"):

@@ -6,7 +6,8 @@ one function (besides ``enabled``): ``prep.noise`` -> :func:`~saffron_xr.prep.sp
 :func:`~saffron_xr.prep.despike`, ``prep.denoise`` -> :func:`~saffron_xr.prep.denoise`,
 ``prep.binning`` -> :func:`~saffron_xr.prep.bin_levels` (``sizes``, ``min_valid``) and
 :func:`~saffron_xr.fit.core.fit_lines` (``thresholds``), ``catalog`` ->
-:func:`~saffron_xr.catalog.guess_model` (``min_snr``, ``background_degree``), ``derive`` ->
+:func:`~saffron_xr.catalog.guess_model` (``min_snr``, ``background_degree``,
+``weak_pixel_snr``), ``derive`` ->
 :func:`saffron_xr.derive.derive_all`. Everything stays lazy except the guess's mean spectrum.
 """
 
@@ -52,7 +53,10 @@ def _window_model(cfg, name, ds, radiance, error, catalog):
             return LineModel.from_dict(override)
         return LineModel.from_json(resolve_path(cfg, override).read_text())
     return guess_model(
-        radiance, catalog, error=error, **keywords(cfg["catalog"], "min_snr", "background_degree")
+        radiance,
+        catalog,
+        error=error,
+        **keywords(cfg["catalog"], "min_snr", "background_degree", "weak_pixel_snr"),
     )
 
 
