@@ -528,7 +528,7 @@ def _work_size(spec, nw):
     nl = int(spec[SPEC_N_LINES])
     nfree = int(spec[SPEC_N_FREE])
     nfull = 3 * nl + int(spec[SPEC_N_SEGMENTS]) * (int(spec[SPEC_DEGREE]) + 1)
-    return (_N_ROWS + nfree + nl) * nw + 10 * nfree + 4 * nfree * nfree + nfull + 2 * nl
+    return (_N_ROWS + nfree + nl) * nw + 18 * nfree + 7 * nfree * nfree + nfull + 2 * nl
 
 
 @_jit
