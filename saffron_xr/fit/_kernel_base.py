@@ -461,6 +461,72 @@ def _jacobian_g(q, n, smp, mdl, pfull, jac, ascending, lines, linear_only):
 
 
 @_jit
+def _hess_add(hmat, a, b, v):
+    """hmat[a, b] += v on the lower triangle (a pair on the diagonal counts twice)."""
+    if a < 0 or b < 0:
+        return
+    if a == b:
+        hmat[a, a] += 2.0 * v
+    elif a > b:
+        hmat[a, b] += v
+    else:
+        hmat[b, a] += v
+
+
+@_jit
+def _second_order(n, smp, mdl, pfull, lines, hmat):
+    """hmat -= sum_i r_i d2(w m_i): the Hessian of chi2 / 2 from the Gauss-Newton J^T J.
+
+    r are the weighted residuals left in smp[_RES], the Gaussians those of the line store,
+    both at the point of pfull. Only the parameters of one line have a second
+    cross-derivative (the model is a sum over lines, linear in the amplitudes and the
+    background); ties map them onto the free parameters with their scale factors.
+    """
+    nl, nbg, seg_ref, root, scale, offset, soft_min, soft_inv = mdl
+    gmat, grng = lines
+    lam = smp[_LAM]
+    wv = smp[_W]
+    res = smp[_RES]
+    for ln in range(nl):
+        if grng[ln, 0] < 0.0:
+            continue
+        ra = int(root[3 * ln])
+        rc = int(root[3 * ln + 1])
+        rw = int(root[3 * ln + 2])
+        if rc < 0 and rw < 0:
+            continue
+        amp = pfull[3 * ln]
+        cen = pfull[3 * ln + 1]
+        inv = 1.0 / pfull[3 * ln + 2]
+        gv = gmat[ln]
+        s1 = 0.0
+        s2 = 0.0
+        s3 = 0.0
+        s4 = 0.0
+        s5 = 0.0
+        for i in range(int(grng[ln, 0]), int(grng[ln, 1])):
+            z = (lam[i] - cen) * inv
+            u = res[i] * wv[i] * gv[i]
+            z2 = z * z
+            s1 += u * z
+            s2 += u * z2
+            s3 += u * (z2 - 1.0)
+            s4 += u * z * (z2 - 2.0)
+            s5 += u * z2 * (z2 - 3.0)
+        sa = scale[3 * ln]
+        sc = scale[3 * ln + 1]
+        sw = scale[3 * ln + 2]
+        a2 = amp * inv * inv
+        # d2m/dA dc = g z / w, d2m/dA dw = g z^2 / w, d2m/dc2 = A g (z^2 - 1) / w^2,
+        # d2m/dc dw = A g z (z^2 - 2) / w^2, d2m/dw2 = A g z^2 (z^2 - 3) / w^2
+        _hess_add(hmat, ra, rc, -sa * sc * s1 * inv)
+        _hess_add(hmat, ra, rw, -sa * sw * s2 * inv)
+        _hess_add(hmat, rc, rc, -0.5 * sc * sc * s3 * a2)
+        _hess_add(hmat, rc, rw, -sc * sw * s4 * a2)
+        _hess_add(hmat, rw, rw, -0.5 * sw * sw * s5 * a2)
+
+
+@_jit
 def _normal_equations(jmat, clo, chi, res, jtj, jtr, nfree):
     """jtj[a, b] (b <= a) = sum_i J[a, i] J[b, i], jtr[a] = sum_i J[a, i] r[i].
 
@@ -528,7 +594,7 @@ def _work_size(spec, nw):
     nl = int(spec[SPEC_N_LINES])
     nfree = int(spec[SPEC_N_FREE])
     nfull = 3 * nl + int(spec[SPEC_N_SEGMENTS]) * (int(spec[SPEC_DEGREE]) + 1)
-    return (_N_ROWS + nfree + nl) * nw + 18 * nfree + 7 * nfree * nfree + nfull + 2 * nl
+    return (_N_ROWS + nfree + nl) * nw + 10 * nfree + 4 * nfree * nfree + nfull + 2 * nl
 
 
 @_jit

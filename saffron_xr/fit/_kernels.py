@@ -31,7 +31,14 @@ How one pixel is fitted (`_fit_pixel`, each stage its own small function):
    update). Trial points cost one chi-square evaluation; the Jacobian and the normal matrix
    are built only at accepted points, from the Gaussians that the chi-square of that point
    left in the per-pixel line store (no exponential is computed twice). Each line is
-   evaluated only where ``|z| < _REACH``.
+   evaluated only where ``|z| < _REACH``. Once an accepted step lowers chi2 by less than
+   ``chi2 / dof`` (within about a sigma of the minimum), the step's matrix is the full
+   Hessian of chi2 / 2, J^T J minus the residual-weighted second derivatives of the
+   model (`_second_order`: per line, the Gaussians of the line store), so that the last
+   iterations converge quadratically where Gauss-Newton crawls with a linear rate (noisy
+   or blended lines: residuals not small next to the curvature); J^T J itself, which the
+   convergence test and the covariance use, is unchanged. Measured (``bench_kernel_stages``):
+   mean iterations 4.99 -> 3.75 (easy), 6.02 -> 4.17 (spice2), 15.7 -> 13.9 (blend6).
    Soft lower bounds (``LineModel.set_soft_min_width``) add one pseudo-residual per
    parameter below its soft minimum to chi2, J^T J and J^T r (`_penalty`); the reported
    chi2 and the covariance (step 5) leave it out: errors are the data's.
@@ -109,9 +116,9 @@ from ._kernel_base import (  # noqa: F401
     _jacobian_g,
     _jit,
     _line_store,
-    _moments,
     _penalty,
     _predicted_decrease,
+    _second_order,
     _start,
     _work_size,
 )
@@ -141,8 +148,6 @@ from ._kernel_layout import (  # noqa: F401
     packed_offsets,
 )
 
-_NEWTON = True
-
 
 @_jit
 def _negligible(decrease, step, jtj, chi2, dof, ftol, xtol):
@@ -162,21 +167,25 @@ def _negligible(decrease, step, jtj, chi2, dof, ftol, xtol):
 @_jit
 def _iterate(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper, max_iter, ftol, xtol,
              ascending):  # fmt: skip
-    """`_iterate_g` with a fresh line store (for callers that do not keep one)."""
+    """`_iterate_g` with a fresh line store and Hessian (for callers that keep none)."""
+    nfree = q.shape[0]
     return _iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper, max_iter, ftol,
-                      xtol, ascending, _line_store(mdl[0], smp.shape[1]))  # fmt: skip
+                      xtol, ascending, _line_store(mdl[0], smp.shape[1]),
+                      np.empty((nfree, nfree)))  # fmt: skip
 
 
 @_jit
 def _iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper, max_iter, ftol, xtol,
-               ascending, lines):  # fmt: skip
+               ascending, lines, hmat):  # fmt: skip
     """Bounded Levenberg-Marquardt from q (residuals, J^T J and J^T r already at q).
 
     Returns (status, iterations, chi2); on return q, the residuals, J^T J and J^T r all
     belong to the same point. Trial points cost one chi2 evaluation; J is rebuilt only at
     accepted points (from the Gaussians of the trial point's chi2, kept in the line
     store). Parameters on a bound whose descent direction points outward are frozen for the
-    step (active set); trial points are clipped into the box.
+    step (active set); trial points are clipped into the box. ``hmat`` (scratch) receives
+    the step's matrix: J^T J, or after a step that lowered chi2 by less than chi2 / dof the
+    full Hessian (`_second_order`); damping and the convergence test scale with J^T J.
     """
     jmat, clo, chi, jtj, jtr = jac
     q_try, delta, rhs, free, amat = tmp
@@ -187,8 +196,15 @@ def _iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper, max_iter, ft
     status = _ST_MAX_ITER
     n_iter = 0
     n_accepted = 0
+    newton = False
     for it in range(max_iter):
         n_iter = it + 1
+        # the matrix of the step: J^T J, or near the minimum the full Hessian of chi2 / 2
+        for a in range(nfree):
+            for b in range(a + 1):
+                hmat[a, b] = jtj[a, b]
+        if newton:
+            _second_order(n, smp, mdl, pfull, lines, hmat)
         maxdiag = 0.0
         for a in range(nfree):
             if jtj[a, a] > maxdiag:
@@ -213,8 +229,8 @@ def _iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper, max_iter, ft
                     rhs[a] = 0.0
                     continue
                 for b in range(a):
-                    amat[a, b] = 0.0 if free[b] == 0.0 else jtj[a, b]
-                amat[a, a] = jtj[a, a] + lmb * max(jtj[a, a], floor)
+                    amat[a, b] = 0.0 if free[b] == 0.0 else hmat[a, b]
+                amat[a, a] = hmat[a, a] + lmb * max(jtj[a, a], floor)
                 rhs[a] = jtr[a]
             if _cholesky(amat, nfree, free) < 0:
                 _cholesky_solve(amat, rhs, delta, nfree)
@@ -228,7 +244,7 @@ def _iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper, max_iter, ft
                 if lmb <= 1.0 and first_try and not clipped:
                     # Converged already if the proposed (nearly Gauss-Newton) step is
                     # negligible: this saves evaluating a last, useless trial point.
-                    pred = _predicted_decrease(q, q_try, jtj, jtr, nfree)
+                    pred = _predicted_decrease(q, q_try, hmat, jtr, nfree)
                     pred_ready = True  # that of this q_try, kept for the gain ratio
                     for a in range(nfree):
                         delta[a] = q_try[a] - q[a]  # the step proposed
@@ -243,7 +259,7 @@ def _iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper, max_iter, ft
                     dchi = chi2 - chi2_try
                     # gain ratio: actual over Gauss-Newton-predicted decrease (Nielsen 1999)
                     if not pred_ready:
-                        pred = _predicted_decrease(q, q_try, jtj, jtr, nfree)
+                        pred = _predicted_decrease(q, q_try, hmat, jtr, nfree)
                     rho = dchi / pred if pred > 0.0 else 0.0
                     t = 2.0 * rho - 1.0
                     lmb = max(lmb * max(1.0 / 3.0, 1.0 - t * t * t), _LAMBDA_MIN)
@@ -266,437 +282,13 @@ def _iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper, max_iter, ft
             delta[a] = q_try[a] - q[a]  # the step taken
             q[a] = q_try[a]
         chi2 = chi2_try
+        if dchi < chi2 / dof:
+            newton = True  # within about a sigma of the minimum
         _jacobian_g(q, n, smp, mdl, pfull, jac, ascending, lines, False)
         if lam_used <= 1.0 and _negligible(dchi, delta, jtj, chi2, dof, ftol, xtol):
             status = _ST_CONVERGED
             break
     return status, n_iter, chi2
-
-
-@_jit
-def _vp_linear(q, n, smp, mdl, pfull, ljac, vpw, lmat, free_kind, lower, upper, ascending,
-               lines):  # fmt: skip
-    """Amplitudes and background of q at their bounded linear least-squares values, the
-    centroids and widths of q fixed (variable projection); returns the chi2 there.
-
-    Needs the residuals and the line store left by `_chi2_g` at q; leaves the residuals
-    (updated by ``-J_L d``, the model being linear in these parameters), the line store
-    (complete: Gaussians of zero-amplitude lines added) and the full parameters at the new
-    q. ``ljac`` is a Jacobian tuple whose J^T J, J^T r receive the linear block (its J
-    rows: those of the linear parameters). Bounds: an active set (a solution outside its
-    bound is clamped there and the others re-solved; a clamped parameter whose gradient
-    points back inside is released); a parameter that leaves the block singular keeps its
-    value. ``vpw`` holds scratch vectors ``(d, keep, rhs, x, state, ...)``.
-    """
-    nl, nbg, seg_ref, root, scale, offset, soft_min, soft_inv = mdl
-    jmat, clo, chi, ljtj, ljtr = ljac
-    d, keep, rhs, x, state = vpw[0], vpw[1], vpw[2], vpw[3], vpw[4]
-    nfree = q.shape[0]
-    _jacobian_g(q, n, smp, mdl, pfull, ljac, ascending, lines, True)
-    nlin = 0
-    for f in range(nfree):
-        kind = int(free_kind[f])
-        lin = kind == 0 or kind == 3
-        state[f] = 1.0 if lin else 0.0  # 0 not linear, 1 solved, 2 clamped, 3 held
-        d[f] = 0.0
-        nlin += 1 if lin else 0
-    for _attempt in range(3 * nlin + 3):
-        for a in range(nfree):
-            keep[a] = 1.0 if state[a] == 1.0 else 0.0
-        for a in range(nfree):
-            if keep[a] == 0.0:
-                for b in range(a + 1):
-                    lmat[a, b] = 0.0
-                lmat[a, a] = 1.0
-                rhs[a] = 0.0
-                continue
-            for b in range(a):
-                lmat[a, b] = ljtj[a, b] if keep[b] != 0.0 else 0.0
-            lmat[a, a] = ljtj[a, a] * (1.0 + 1e-10) + 1e-300
-            s = ljtr[a]
-            for b in range(nfree):
-                if state[b] == 2.0:
-                    s -= (ljtj[a, b] if b <= a else ljtj[b, a]) * d[b]
-            rhs[a] = s
-        bad = _cholesky(lmat, nfree, keep)
-        if bad >= 0:
-            state[bad] = 3.0
-            d[bad] = 0.0
-            continue
-        _cholesky_solve(lmat, rhs, x, nfree)
-        clamped = False
-        for f in range(nfree):
-            if keep[f] == 0.0:
-                continue
-            v = q[f] + x[f]
-            if v < lower[f]:
-                state[f] = 2.0
-                d[f] = lower[f] - q[f]
-                clamped = True
-            elif v > upper[f]:
-                state[f] = 2.0
-                d[f] = upper[f] - q[f]
-                clamped = True
-            else:
-                d[f] = x[f]
-        if clamped:
-            continue
-        # release the clamped parameter whose gradient points most into the box
-        best = -1
-        best_g = 0.0
-        for f in range(nfree):
-            if state[f] != 2.0:
-                continue
-            g = ljtr[f]
-            for b in range(nfree):
-                if state[b] != 0.0:
-                    g -= (ljtj[f, b] if b <= f else ljtj[b, f]) * d[b]
-            at_lower = q[f] + d[f] <= lower[f]
-            g = g if at_lower else -g
-            if g > best_g:
-                best_g = g
-                best = f
-        if best < 0:
-            break
-        state[best] = 1.0
-    res = smp[_RES]
-    for f in range(nfree):
-        if state[f] == 0.0 or d[f] == 0.0:
-            continue
-        df = d[f]
-        row = jmat[f]
-        for i in range(int(clo[f]), int(chi[f])):
-            res[i] -= row[i] * df
-        if state[f] == 2.0:
-            q[f] = lower[f] if q[f] + df <= lower[f] else upper[f]
-        else:
-            q[f] = min(max(q[f] + df, lower[f]), upper[f])
-    _full_params(q, root, scale, offset, pfull)
-    chi2 = 0.0
-    for i in range(n):
-        chi2 += res[i] * res[i]
-    return chi2 + _penalty(q, soft_min, soft_inv)
-
-
-@_jit
-def _hess_add(hmat, a, b, v):
-    """hmat[a, b] += v on the lower triangle (a pair on the diagonal counts twice)."""
-    if a < 0 or b < 0:
-        return
-    if a == b:
-        hmat[a, a] += 2.0 * v
-    elif a > b:
-        hmat[a, b] += v
-    else:
-        hmat[b, a] += v
-
-
-@_jit
-def _second_order(n, smp, mdl, pfull, lines, hmat):
-    """hmat -= sum_i r_i d2(w m_i): the Hessian of chi2 / 2 from the Gauss-Newton J^T J.
-
-    r are the weighted residuals left in smp[_RES], the Gaussians those of the line store,
-    both at the point of pfull. Only the parameters of one line have a second
-    cross-derivative (the model is a sum over lines, linear in the amplitudes and the
-    background); ties map them onto the free parameters with their scale factors.
-    """
-    nl, nbg, seg_ref, root, scale, offset, soft_min, soft_inv = mdl
-    gmat, grng = lines
-    lam = smp[_LAM]
-    wv = smp[_W]
-    res = smp[_RES]
-    for ln in range(nl):
-        if grng[ln, 0] < 0.0:
-            continue
-        ra = int(root[3 * ln])
-        rc = int(root[3 * ln + 1])
-        rw = int(root[3 * ln + 2])
-        if rc < 0 and rw < 0:
-            continue
-        amp = pfull[3 * ln]
-        cen = pfull[3 * ln + 1]
-        inv = 1.0 / pfull[3 * ln + 2]
-        gv = gmat[ln]
-        s1 = 0.0
-        s2 = 0.0
-        s3 = 0.0
-        s4 = 0.0
-        s5 = 0.0
-        for i in range(int(grng[ln, 0]), int(grng[ln, 1])):
-            z = (lam[i] - cen) * inv
-            u = res[i] * wv[i] * gv[i]
-            z2 = z * z
-            s1 += u * z
-            s2 += u * z2
-            s3 += u * (z2 - 1.0)
-            s4 += u * z * (z2 - 2.0)
-            s5 += u * z2 * (z2 - 3.0)
-        sa = scale[3 * ln]
-        sc = scale[3 * ln + 1]
-        sw = scale[3 * ln + 2]
-        a2 = amp * inv * inv
-        # d2m/dA dc = g z / w, d2m/dA dw = g z^2 / w, d2m/dc2 = A g (z^2 - 1) / w^2,
-        # d2m/dc dw = A g z (z^2 - 2) / w^2, d2m/dw2 = A g z^2 (z^2 - 3) / w^2
-        _hess_add(hmat, ra, rc, -sa * sc * s1 * inv)
-        _hess_add(hmat, ra, rw, -sa * sw * s2 * inv)
-        _hess_add(hmat, rc, rc, -0.5 * sc * sc * s3 * a2)
-        _hess_add(hmat, rc, rw, -sc * sw * s4 * a2)
-        _hess_add(hmat, rw, rw, -0.5 * sw * sw * s5 * a2)
-
-
-@_jit
-def _schur(jtj, jtr, free, free_kind, lkeep, lmat, xmat, smat, grad, nfree):
-    """The projected normal equations of the free nonlinear parameters theta.
-
-    With L the free linear parameters (``lkeep``; any that leave their block singular are
-    dropped and frozen), ``smat = A_tt - A_tL A_LL^-1 A_Lt`` (lower triangle; A = J^T J)
-    and ``grad = b_t - A_tL A_LL^-1 b_L`` (b = J^T r). ``xmat[:, t]`` receives
-    ``A_LL^-1 A_Lt``. Returns False if there is no free nonlinear parameter.
-    """
-    any_theta = False
-    for f in range(nfree):
-        kind = int(free_kind[f])
-        lin = kind == 0 or kind == 3
-        lkeep[f] = 1.0 if (lin and free[f] != 0.0) else 0.0
-        if free[f] != 0.0 and not lin:
-            any_theta = True
-    if not any_theta:
-        return False
-    _factor_kept(jtj, lmat, lkeep, nfree)
-    for f in range(nfree):
-        kind = int(free_kind[f])
-        if (kind == 0 or kind == 3) and lkeep[f] == 0.0:
-            free[f] = 0.0  # singular in the linear block: held
-    for t in range(nfree):
-        if free[t] == 0.0 or lkeep[t] != 0.0:
-            continue
-        # x = A_LL^-1 A_Lt (column t of xmat), by forward and back substitution
-        for i in range(nfree):
-            if lkeep[i] == 0.0:
-                xmat[i, t] = 0.0
-                continue
-            v = jtj[t, i] if i <= t else jtj[i, t]
-            for k in range(i):
-                if lkeep[k] != 0.0:
-                    v -= lmat[i, k] * xmat[k, t]
-            xmat[i, t] = v / lmat[i, i]
-        for i in range(nfree - 1, -1, -1):
-            if lkeep[i] == 0.0:
-                continue
-            v = xmat[i, t]
-            for k in range(i + 1, nfree):
-                if lkeep[k] != 0.0:
-                    v -= lmat[k, i] * xmat[k, t]
-            xmat[i, t] = v / lmat[i, i]
-        g = jtr[t]
-        for i in range(nfree):
-            if lkeep[i] != 0.0:
-                g -= xmat[i, t] * jtr[i]
-        grad[t] = g
-        for u in range(t + 1):
-            if free[u] == 0.0 or lkeep[u] != 0.0:
-                continue
-            v = jtj[t, u]
-            for i in range(nfree):
-                if lkeep[i] != 0.0:
-                    v -= (jtj[t, i] if i <= t else jtj[i, t]) * xmat[i, u]
-            smat[t, u] = v
-    return True
-
-
-@_jit
-def _iterate_vp(q, chi2, n, smp, mdl, pfull, jac, tmp, vpw, ljtj, lmat, smat, xmat, hmat,
-                free_kind, lower, upper, max_iter, ftol, xtol, ascending, lines,
-                newton):  # fmt: skip
-    """Levenberg-Marquardt over the centroids and widths alone (variable projection).
-
-    At every point the amplitudes and background are at their bounded linear least-squares
-    values (`_vp_linear`), so the step in the nonlinear parameters theta solves
-    ``(S + lambda diag S) d = g`` with S the Schur complement of the linear block in J^T J
-    (`_schur`: Kaufman's projected Jacobian) and g the projected gradient; the predicted
-    decrease ``2 d.g - d.S d`` is that of the clipped step. Trial points cost one chi2 and
-    one linear solve; J is rebuilt at accepted points. Starts from a point whose linear
-    parameters are solved (residuals, J^T J and J^T r at q) and returns in the same state,
-    with (status, iterations, chi2, accepted steps); the status is CONVERGED when a step
-    was negligible or none lowered chi2 after accepted ones, else NO_STEP or MAX_ITER.
-    """
-    jmat, clo, chi, jtj, jtr = jac
-    q_try, delta, rhs, free, amat = tmp
-    grad = vpw[6]
-    lkeep = vpw[7]
-    ljac = (jmat, clo, chi, ljtj, vpw[5])
-    nfree = q.shape[0]
-    dof = max(n - nfree, 1)
-    lmb = _LAMBDA_START
-    nu = 2.0
-    status = _ST_MAX_ITER
-    n_iter = 0
-    n_accepted = 0
-    use_newton = False
-    for it in range(max_iter):
-        n_iter = it + 1
-        for f in range(nfree):
-            frz = (q[f] <= lower[f] and jtr[f] <= 0.0) or (q[f] >= upper[f] and jtr[f] >= 0.0)
-            free[f] = 0.0 if frz else 1.0
-        for a in range(nfree):
-            for b in range(a + 1):
-                hmat[a, b] = jtj[a, b]
-        if use_newton:
-            _second_order(n, smp, mdl, pfull, lines, hmat)
-        if not _schur(hmat, jtr, free, free_kind, lkeep, lmat, xmat, smat, grad, nfree):
-            status = _ST_CONVERGED
-            break
-        maxdiag = 0.0
-        for a in range(nfree):
-            if free[a] != 0.0 and lkeep[a] == 0.0 and jtj[a, a] > maxdiag:
-                maxdiag = jtj[a, a]
-        floor = _DIAG_FLOOR * maxdiag + 1e-300
-        for a in range(nfree):
-            rhs[a] = 0.0 if lkeep[a] != 0.0 else free[a]  # rhs: the theta mask for now
-        accepted = False
-        converged_now = False
-        first_try = True
-        dchi = 0.0
-        lam_used = lmb
-        chi2_try = chi2
-        pred = 0.0
-        while lmb <= _LAMBDA_MAX:
-            th = rhs
-            for a in range(nfree):
-                if th[a] == 0.0:
-                    for b in range(a + 1):
-                        amat[a, b] = 0.0
-                    amat[a, a] = 1.0
-                    continue
-                for b in range(a):
-                    amat[a, b] = 0.0 if th[b] == 0.0 else smat[a, b]
-                amat[a, a] = smat[a, a] + lmb * max(jtj[a, a], floor)
-            if _cholesky(amat, nfree, th) < 0:
-                for a in range(nfree):
-                    delta[a] = grad[a] if th[a] != 0.0 else 0.0
-                _cholesky_solve(amat, delta, delta, nfree)
-                clipped = False
-                for f in range(nfree):
-                    if th[f] == 0.0:
-                        delta[f] = 0.0
-                        q_try[f] = q[f]
-                        continue
-                    v = q[f] + delta[f]
-                    q_try[f] = min(max(v, lower[f]), upper[f])
-                    if q_try[f] != v:
-                        clipped = True
-                    delta[f] = q_try[f] - q[f]  # the step proposed
-                pred = 0.0
-                for a in range(nfree):
-                    if th[a] == 0.0:
-                        continue
-                    pred += delta[a] * (2.0 * grad[a] - smat[a, a] * delta[a])
-                    for b in range(a):
-                        if th[b] != 0.0:
-                            pred -= 2.0 * smat[a, b] * delta[a] * delta[b]
-                if lmb <= 1.0 and first_try and not clipped:
-                    if _negligible(pred, delta, jtj, chi2, dof, ftol, xtol):
-                        converged_now = True
-                        break
-                first_try = False
-                chi2_try = _chi2_g(q_try, n, smp, mdl, pfull, ascending, lines)
-                if math.isfinite(chi2_try):
-                    chi2_try = _vp_linear(q_try, n, smp, mdl, pfull, ljac, vpw, lmat,
-                                          free_kind, lower, upper, ascending,
-                                          lines)  # fmt: skip
-                if math.isfinite(chi2_try) and chi2_try <= chi2:
-                    accepted = True
-                    lam_used = lmb
-                    dchi = chi2 - chi2_try
-                    rho = dchi / pred if pred > 0.0 else 0.0
-                    t = 2.0 * rho - 1.0
-                    lmb = max(lmb * max(1.0 / 3.0, 1.0 - t * t * t), _LAMBDA_MIN)
-                    nu = 2.0
-                    break
-            lmb *= nu
-            nu *= 2.0
-        if converged_now:
-            status = _ST_CONVERGED
-            break
-        if not accepted:
-            # the rejected trials overwrote the residuals and line store: back to q
-            _chi2_g(q, n, smp, mdl, pfull, ascending, lines)
-            status = _ST_CONVERGED if n_accepted > 0 else _ST_NO_STEP
-            break
-        n_accepted += 1
-        for a in range(nfree):
-            delta[a] = q_try[a] - q[a]  # the step taken
-            q[a] = q_try[a]
-        if newton and dchi < chi2 / dof:
-            use_newton = True  # near the minimum: the full Hessian
-        chi2 = chi2_try
-        _jacobian_g(q, n, smp, mdl, pfull, jac, ascending, lines, False)
-        if lam_used <= 1.0 and _negligible(dchi, delta, jtj, chi2, dof, ftol, xtol):
-            status = _ST_CONVERGED
-            break
-    return status, n_iter, chi2, n_accepted
-
-
-@_jit
-def _solve(q, chi2, n, smp, mdl, pfull, jac, tmp, vpw, ljtj, lmat, smat, xmat, hmat,
-           free_kind, lower, upper, max_iter, ftol, xtol, ascending, lines, vp,
-           newton):  # fmt: skip
-    """Fit from q (residuals, J^T J and J^T r at q): with `vp`, `_iterate_vp` first, then
-    the full `_iterate_g` from its result (normally one iteration, which finds the step
-    negligible), so that statuses, criteria and everything after are the plain LM's.
-
-    Returns (status, iterations of both, chi2).
-    """
-    n_vp = 0
-    accepted = 0
-    if vp:
-        _st, n_vp, chi2, accepted = _iterate_vp(q, chi2, n, smp, mdl, pfull, jac, tmp, vpw,
-                                                 ljtj, lmat, smat, xmat, hmat, free_kind,
-                                                 lower, upper, max_iter, ftol, xtol,
-                                                 ascending, lines, newton)  # fmt: skip
-    status, n_iter, chi2 = _iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper,
-                                      max_iter - n_vp, ftol, xtol, ascending,
-                                      lines)  # fmt: skip
-    if status == _ST_NO_STEP and accepted > 0:
-        status = _ST_CONVERGED  # no lower chi2 after accepted steps: the minimum
-    return status, n_vp + n_iter, chi2
-
-
-@_jit
-def _start_vp(q, p0, n, smp, mdl, pfull, jac, tmp, vpw, ljtj, lmat, free_root, free_kind,
-              lower, upper, moments, ascending, lines):  # fmt: skip
-    """`_start` for variable projection: initial values clipped into the bounds, the
-    amplitudes and background solved (`_vp_linear`), then the moments of isolated lines
-    and the linear solve again at their centroids and widths.
-
-    Returns chi2 at the start (NaN if the initial values are not usable); on return the
-    residuals, J^T J and J^T r belong to q (the full J is built once, at the start point).
-    """
-    nfree = q.shape[0]
-    for f in range(nfree):
-        v = p0[int(free_root[f])]
-        if not math.isfinite(v):
-            return np.nan
-        q[f] = min(max(v, lower[f]), upper[f])
-    chi2 = _chi2_g(q, n, smp, mdl, pfull, ascending, lines)
-    if not math.isfinite(chi2):
-        return np.nan
-    q_try = tmp[0]
-    for f in range(nfree):
-        q_try[f] = q[f]  # to fall back on
-    ljac = (jac[0], jac[1], jac[2], ljtj, vpw[5])
-    chi2_start = _vp_linear(q, n, smp, mdl, pfull, ljac, vpw, lmat, free_kind, lower, upper,
-                            ascending, lines)  # fmt: skip
-    if moments and _moments(q, n, smp, mdl, pfull, lower, upper, ascending, lines) > 0:
-        _chi2_g(q, n, smp, mdl, pfull, ascending, lines)
-        chi2_start = _vp_linear(q, n, smp, mdl, pfull, ljac, vpw, lmat, free_kind, lower,
-                                upper, ascending, lines)  # fmt: skip
-    if not math.isfinite(chi2_start):  # back to the clipped initial values
-        for f in range(nfree):
-            q[f] = q_try[f]
-        chi2_start = _chi2_g(q, n, smp, mdl, pfull, ascending, lines)
-    _jacobian_g(q, n, smp, mdl, pfull, jac, ascending, lines, False)
-    return chi2_start
 
 
 @_jit
@@ -888,19 +480,8 @@ def _fit_pixel(work, nw, n, p0, spec, out):
     o += nfull
     lines = (work[o : o + nl * nw].reshape((nl, nw)), work[o + nl * nw : o + nl * nw + 2 * nl]
              .reshape((nl, 2)))  # fmt: skip
-    o += nl * nw + 2 * nl
-    vpw = work[o : o + 8 * nfree].reshape((8, nfree))  # scratch of variable projection
-    o += 8 * nfree
-    smat = work[o : o + nfree * nfree].reshape((nfree, nfree))
-    xmat = work[o + nfree * nfree : o + 2 * nfree * nfree].reshape((nfree, nfree))
-    hmat = work[o + 2 * nfree * nfree : o + 3 * nfree * nfree].reshape((nfree, nfree))
     jac = (jmat, clo, chi, jtj, jtr)
     tmp = (q_try, delta, rhs, keep, amat)
-    # variable projection: the linear block's J^T J and factor (cov and linv are free
-    # until the covariance)
-    ljtj = cov
-    lmat = linv
-    ljac = (jmat, clo, chi, ljtj, vpw[5])
 
     ascending = True
     lam = smp[_LAM]
@@ -909,19 +490,9 @@ def _fit_pixel(work, nw, n, p0, spec, out):
             ascending = False
             break
 
-    rescale = spec[SPEC_RESCALE] != 0.0
-    n_lin = 0
-    for f in range(nfree):
-        kind = int(free_kind[f])
-        n_lin += 1 if (kind == 0 or kind == 3) else 0
-    vp = rescale and 0 < n_lin < nfree
-    if vp:
-        chi2 = _start_vp(q, p0, n, smp, mdl, pfull, jac, tmp, vpw, ljtj, lmat, free_root,
-                         free_kind, lower, upper, spec[SPEC_MOMENTS] != 0.0, ascending,
-                         lines)  # fmt: skip
-    else:
-        chi2 = _start(q, p0, n, smp, mdl, pfull, jac, tmp, free_root, free_kind, lower, upper,
-                      rescale, spec[SPEC_MOMENTS] != 0.0, ascending, lines)  # fmt: skip
+    chi2 = _start(q, p0, n, smp, mdl, pfull, jac, tmp, free_root, free_kind, lower, upper,
+                  spec[SPEC_RESCALE] != 0.0, spec[SPEC_MOMENTS] != 0.0, ascending,
+                  lines)  # fmt: skip
     if not math.isfinite(chi2):
         out[o_chi2 + 3] = _ST_BAD_INITIAL
         return
@@ -932,28 +503,20 @@ def _fit_pixel(work, nw, n, p0, spec, out):
     if n_passes > 0 and _reweight(n, smp) > 0:
         # weights from the starting model rather than from the noisy data
         chi2 = _chi2_g(q, n, smp, mdl, pfull, ascending, lines)
-        if vp:
-            chi2 = _vp_linear(q, n, smp, mdl, pfull, ljac, vpw, lmat, free_kind, lower, upper,
-                              ascending, lines)  # fmt: skip
         _jacobian_g(q, n, smp, mdl, pfull, jac, ascending, lines, False)
         n_passes -= 1
-    status, n_iter, chi2 = _solve(q, chi2, n, smp, mdl, pfull, jac, tmp, vpw, ljtj, lmat,
-                                  smat, xmat, hmat, free_kind, lower, upper, max_iter, ftol,
-                                  xtol, ascending, lines, vp, _NEWTON)  # fmt: skip
+    status, n_iter, chi2 = _iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper,
+                                      max_iter, ftol, xtol, ascending, lines, cov)  # fmt: skip
     for _pass in range(n_passes):
         # weights from the fitted model, then iterate again from the solution (the
         # starting model's weights are close, but its centroids and widths are the guess)
         if _reweight(n, smp) == 0:
             break
         chi2 = _chi2_g(q, n, smp, mdl, pfull, ascending, lines)
-        if vp:
-            chi2 = _vp_linear(q, n, smp, mdl, pfull, ljac, vpw, lmat, free_kind, lower, upper,
-                              ascending, lines)  # fmt: skip
         _jacobian_g(q, n, smp, mdl, pfull, jac, ascending, lines, False)
-        status2, n_iter2, chi2 = _solve(q, chi2, n, smp, mdl, pfull, jac, tmp, vpw, ljtj,
-                                        lmat, smat, xmat, hmat, free_kind, lower, upper,
-                                        max_iter, ftol, xtol, ascending, lines, vp,
-                                        _NEWTON)  # fmt: skip
+        status2, n_iter2, chi2 = _iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower,
+                                            upper, max_iter, ftol, xtol, ascending, lines,
+                                            cov)  # fmt: skip
         n_iter += n_iter2
         if status2 != _ST_NO_STEP or status == _ST_NO_STEP:
             status = status2
