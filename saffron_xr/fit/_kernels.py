@@ -31,14 +31,14 @@ How one pixel is fitted (`_fit_pixel`, each stage its own small function):
    update). Trial points cost one chi-square evaluation; the Jacobian and the normal matrix
    are built only at accepted points, from the Gaussians that the chi-square of that point
    left in the per-pixel line store (no exponential is computed twice). Each line is
-   evaluated only where ``|z| < _REACH``. Once an accepted step lowers chi2 by less than
-   ``chi2 / dof`` (within about a sigma of the minimum), the step's matrix is the full
+   evaluated only where ``|z| < _REACH``. Once an accepted step has moved every parameter
+   by less than `_NEWTON_REACH` sigmas (near the minimum), the step's matrix is the full
    Hessian of chi2 / 2, J^T J minus the residual-weighted second derivatives of the
-   model (`_second_order`: per line, the Gaussians of the line store), so that the last
-   iterations converge quadratically where Gauss-Newton crawls with a linear rate (noisy
-   or blended lines: residuals not small next to the curvature); J^T J itself, which the
-   convergence test and the covariance use, is unchanged. Measured (``bench_kernel_stages``):
-   mean iterations 4.99 -> 3.75 (easy), 6.02 -> 4.17 (spice2), 15.7 -> 13.9 (blend6).
+   model (`_second_order`: per line, from the Gaussians of the line store), so that the
+   last iterations converge quadratically where Gauss-Newton crawls at a linear rate
+   (noisy or blended lines: residuals not small next to the curvature); where that
+   Hessian is not positive definite, the iteration falls back to J^T J. J^T J itself,
+   which the damping, the convergence test and the covariance use, is unchanged.
    Soft lower bounds (``LineModel.set_soft_min_width``) add one pseudo-residual per
    parameter below its soft minimum to chi2, J^T J and J^T r (`_penalty`); the reported
    chi2 and the covariance (step 5) leave it out: errors are the data's.
@@ -148,6 +148,10 @@ from ._kernel_layout import (  # noqa: F401
     packed_offsets,
 )
 
+# The full Hessian replaces J^T J in the step once an accepted step moved every parameter by
+# less than _NEWTON_REACH (conditional) sigmas.
+_NEWTON_REACH = 3.0
+
 
 @_jit
 def _negligible(decrease, step, jtj, chi2, dof, ftol, xtol):
@@ -184,8 +188,9 @@ def _iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper, max_iter, ft
     accepted points (from the Gaussians of the trial point's chi2, kept in the line
     store). Parameters on a bound whose descent direction points outward are frozen for the
     step (active set); trial points are clipped into the box. ``hmat`` (scratch) receives
-    the step's matrix: J^T J, or after a step that lowered chi2 by less than chi2 / dof the
-    full Hessian (`_second_order`); damping and the convergence test scale with J^T J.
+    the step's matrix: J^T J, or once a step moved every parameter by less than
+    `_NEWTON_REACH` sigmas the full Hessian (`_second_order`) where it is positive
+    definite; damping and the convergence test scale with J^T J.
     """
     jmat, clo, chi, jtj, jtr = jac
     q_try, delta, rhs, free, amat = tmp
@@ -203,6 +208,7 @@ def _iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper, max_iter, ft
         for a in range(nfree):
             for b in range(a + 1):
                 hmat[a, b] = jtj[a, b]
+        full_hessian = newton
         if newton:
             _second_order(n, smp, mdl, pfull, lines, hmat)
         maxdiag = 0.0
@@ -232,7 +238,15 @@ def _iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper, max_iter, ft
                     amat[a, b] = 0.0 if free[b] == 0.0 else hmat[a, b]
                 amat[a, a] = hmat[a, a] + lmb * max(jtj[a, a], floor)
                 rhs[a] = jtr[a]
-            if _cholesky(amat, nfree, free) < 0:
+            factored = _cholesky(amat, nfree, free) < 0
+            if not factored and full_hessian:
+                # the Hessian is not positive definite here: J^T J for this iteration
+                full_hessian = False
+                for a in range(nfree):
+                    for b in range(a + 1):
+                        hmat[a, b] = jtj[a, b]
+                continue
+            if factored:
                 _cholesky_solve(amat, rhs, delta, nfree)
                 clipped = False
                 for f in range(nfree):
@@ -278,12 +292,14 @@ def _iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper, max_iter, ft
             status = _ST_CONVERGED if n_accepted > 0 else _ST_NO_STEP
             break
         n_accepted += 1
+        step = 0.0  # the largest step in units of its (conditional) sigma
         for a in range(nfree):
             delta[a] = q_try[a] - q[a]  # the step taken
             q[a] = q_try[a]
+            step = max(step, delta[a] * delta[a] * jtj[a, a])
         chi2 = chi2_try
-        if dchi < chi2 / dof:
-            newton = True  # within about a sigma of the minimum
+        if step < _NEWTON_REACH * _NEWTON_REACH:
+            newton = True  # near the minimum, where the quadratic model holds
         _jacobian_g(q, n, smp, mdl, pfull, jac, ascending, lines, False)
         if lam_used <= 1.0 and _negligible(dchi, delta, jtj, chi2, dof, ftol, xtol):
             status = _ST_CONVERGED
