@@ -751,7 +751,8 @@ def _linear_solve(q, jac, tmp, free_kind, lower, upper):
     One Gauss-Newton step restricted to the linear parameters (the model is linear in them,
     so the step is exact), from the J^T J, J^T r at q. Amplitudes that come out on their
     lower bound start one rough sigma above it so that centroid and width keep a gradient.
-    Returns False (q unchanged) if there is no linear parameter or the system is singular.
+    Returns False (q unchanged) if there is no linear parameter or the system is singular;
+    else the change of each parameter is left in tmp[1] (`_linear_update`).
     """
     jmat, clo, chi, jtj, jtr = jac
     q_try, delta, rhs, keep, amat = tmp
@@ -778,12 +779,38 @@ def _linear_solve(q, jac, tmp, free_kind, lower, upper):
     _cholesky_solve(amat, rhs, delta, nfree)
     for f in range(nfree):
         if keep[f] == 0.0:
+            delta[f] = 0.0
             continue
         v = q[f] + delta[f]
         if int(free_kind[f]) == 0 and lower[f] > -math.inf and v <= lower[f]:
             v = lower[f] + 1.0 / math.sqrt(max(jtj[f, f], 1e-300))
+        old = q[f]
         q[f] = min(max(v, lower[f]), upper[f])
+        delta[f] = q[f] - old
     return True
+
+
+@_jit
+def _linear_update(q, n, smp, mdl, pfull, jac, delta):
+    """Residuals, full parameters and chi2 after `_linear_solve` changed the linear
+    parameters by delta: the model is linear in them, so ``r -= J delta`` with the rows
+    of J that the solve used (no Gaussian recomputed). Returns chi2 at q.
+    """
+    nl, nbg, seg_ref, root, scale, offset, soft_min, soft_inv = mdl
+    jmat, clo, chi, jtj, jtr = jac
+    res = smp[_RES]
+    for f in range(q.shape[0]):
+        d = delta[f]
+        if d == 0.0:
+            continue
+        row = jmat[f]
+        for i in range(int(clo[f]), int(chi[f])):
+            res[i] -= row[i] * d
+    _full_params(q, root, scale, offset, pfull)
+    chi2 = 0.0
+    for i in range(n):
+        chi2 += res[i] * res[i]
+    return chi2 + _penalty(q, soft_min, soft_inv)
 
 
 @_jit
@@ -794,7 +821,8 @@ def _start(q, p0, n, smp, mdl, pfull, jac, tmp, free_root, free_kind, lower, upp
 
     Returns chi2 at the start (NaN if the initial values are not usable); on return the
     residuals, J^T J and J^T r belong to q. The linear solves need only the rows of J of
-    the linear parameters; the full J is built once, at the start point.
+    the linear parameters, and the residuals after them follow from those rows
+    (`_linear_update`); the full J is built once, at the start point.
     """
     nfree = q.shape[0]
     for f in range(nfree):
@@ -815,12 +843,12 @@ def _start(q, p0, n, smp, mdl, pfull, jac, tmp, free_root, free_kind, lower, upp
     if not _linear_solve(q, jac, tmp, free_kind, lower, upper):  # q unchanged
         _jacobian_g(q, n, smp, mdl, pfull, jac, ascending, lines, False)
         return chi2
-    chi2_start = _chi2_g(q, n, smp, mdl, pfull, ascending, lines)
+    chi2_start = _linear_update(q, n, smp, mdl, pfull, jac, tmp[1])
     if moments and _moments(q, n, smp, mdl, pfull, lower, upper, ascending, lines) > 0:
-        _chi2_g(q, n, smp, mdl, pfull, ascending, lines)
-        _jacobian_g(q, n, smp, mdl, pfull, jac, ascending, lines, True)
-        _linear_solve(q, jac, tmp, free_kind, lower, upper)
         chi2_start = _chi2_g(q, n, smp, mdl, pfull, ascending, lines)
+        _jacobian_g(q, n, smp, mdl, pfull, jac, ascending, lines, True)
+        if _linear_solve(q, jac, tmp, free_kind, lower, upper):
+            chi2_start = _linear_update(q, n, smp, mdl, pfull, jac, tmp[1])
     if not math.isfinite(chi2_start):  # back to the clipped initial values
         for f in range(nfree):
             q[f] = q_try[f]
