@@ -140,7 +140,8 @@ def _stages(y, err, wave, photon, floor, p0, spec, out, upto):
             n_passes -= 1
         st, it, chi2 = K._iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper,
                                     int(spec[K.SPEC_MAX_ITER]), spec[K.SPEC_FTOL],
-                                    spec[K.SPEC_XTOL], True, lines, mats[2])  # fmt: skip
+                                    spec[K.SPEC_XTOL], True, lines, mats[2],
+                                    False)  # fmt: skip
         total += it
         if upto == 2:
             continue
@@ -151,7 +152,8 @@ def _stages(y, err, wave, photon, floor, p0, spec, out, upto):
             K._jacobian_g(q, n, smp, mdl, pfull, jac, True, lines, False)
             st, it, chi2 = K._iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper,
                                         int(spec[K.SPEC_MAX_ITER]), spec[K.SPEC_FTOL],
-                                        spec[K.SPEC_XTOL], True, lines, mats[2])  # fmt: skip
+                                        spec[K.SPEC_XTOL], True, lines, mats[2],
+                                        True)  # fmt: skip
             total += it
     return total
 

@@ -44,7 +44,8 @@ How one pixel is fitted (`_fit_pixel`, each stage its own small function):
    chi2 and the covariance (step 5) leave it out: errors are the data's.
 4. With a noise model (``photon``, ``floor``), the weights are recomputed from the fitted
    model, ``sigma**2 = photon * max(model, 0) + floor``, and the fit is iterated once more
-   from its solution, so the weights no longer follow the noise of the data.
+   from its solution, so the weights no longer follow the noise of the data (these passes
+   start near the minimum: full Hessian from their first step).
 5. `_covariance`: ``(J^T J)^-1`` over the identifiable free parameters: parameters on a
    bound, and centroids/widths of lines whose amplitude is zero, are left out (errors NaN,
    ``at_bound`` flag); a remaining exact degeneracy drops the parameter concerned (status
@@ -175,12 +176,12 @@ def _iterate(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper, max_iter, ftol
     nfree = q.shape[0]
     return _iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper, max_iter, ftol,
                       xtol, ascending, _line_store(mdl[0], smp.shape[1]),
-                      np.empty((nfree, nfree)))  # fmt: skip
+                      np.empty((nfree, nfree)), False)  # fmt: skip
 
 
 @_jit
 def _iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper, max_iter, ftol, xtol,
-               ascending, lines, hmat):  # fmt: skip
+               ascending, lines, hmat, newton):  # fmt: skip
     """Bounded Levenberg-Marquardt from q (residuals, J^T J and J^T r already at q).
 
     Returns (status, iterations, chi2); on return q, the residuals, J^T J and J^T r all
@@ -189,8 +190,9 @@ def _iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper, max_iter, ft
     store). Parameters on a bound whose descent direction points outward are frozen for the
     step (active set); trial points are clipped into the box. ``hmat`` (scratch) receives
     the step's matrix: J^T J, or once a step moved every parameter by less than
-    `_NEWTON_REACH` sigmas the full Hessian (`_second_order`) where it is positive
-    definite; damping and the convergence test scale with J^T J.
+    `_NEWTON_REACH` sigmas (from the first step with `newton`, for a start known to be
+    near the minimum) the full Hessian (`_second_order`) where it is positive definite;
+    damping and the convergence test scale with J^T J.
     """
     jmat, clo, chi, jtj, jtr = jac
     q_try, delta, rhs, free, amat = tmp
@@ -201,7 +203,6 @@ def _iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper, max_iter, ft
     status = _ST_MAX_ITER
     n_iter = 0
     n_accepted = 0
-    newton = False
     for it in range(max_iter):
         n_iter = it + 1
         # the matrix of the step: J^T J, or near the minimum the full Hessian of chi2 / 2
@@ -522,7 +523,8 @@ def _fit_pixel(work, nw, n, p0, spec, out):
         _jacobian_g(q, n, smp, mdl, pfull, jac, ascending, lines, False)
         n_passes -= 1
     status, n_iter, chi2 = _iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper,
-                                      max_iter, ftol, xtol, ascending, lines, cov)  # fmt: skip
+                                      max_iter, ftol, xtol, ascending, lines, cov,
+                                      False)  # fmt: skip
     for _pass in range(n_passes):
         # weights from the fitted model, then iterate again from the solution (the
         # starting model's weights are close, but its centroids and widths are the guess)
@@ -532,7 +534,7 @@ def _fit_pixel(work, nw, n, p0, spec, out):
         _jacobian_g(q, n, smp, mdl, pfull, jac, ascending, lines, False)
         status2, n_iter2, chi2 = _iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower,
                                             upper, max_iter, ftol, xtol, ascending, lines,
-                                            cov)  # fmt: skip
+                                            cov, True)  # fmt: skip
         n_iter += n_iter2
         if status2 != _ST_NO_STEP or status == _ST_NO_STEP:
             status = status2
