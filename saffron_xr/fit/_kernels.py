@@ -170,32 +170,93 @@ def _negligible(decrease, step, jtj, chi2, dof, ftol, xtol):
 
 
 @_jit
+def _stop_at_bounds(q, delta, free, sfree, fixed, hmat, jtj, jtr, amat, rhs, lower, upper,
+                    lmb, floor):  # fmt: skip
+    """A step q + delta that leaves the box: the parameters that leave it stop on their
+    bound (fixed there) and the damped system is solved again for the others, until the
+    step stays inside (each round fixes at least one more). Returns whether any stopped.
+
+    ``free`` is the active set of the step, ``hmat`` (lower triangle) its matrix; amat
+    and rhs are overwritten; if a reduced system cannot be factored, delta is left as
+    it was (the caller clips it into the box).
+    """
+    nfree = q.shape[0]
+    any_fixed = False
+    for f in range(nfree):
+        sfree[f] = free[f]
+        fixed[f] = 0.0
+    for _round in range(nfree):
+        out = False
+        for f in range(nfree):
+            if sfree[f] == 0.0:
+                continue
+            v = q[f] + delta[f]
+            if v < lower[f]:
+                sfree[f] = 0.0
+                fixed[f] = lower[f] - q[f]
+                out = True
+            elif v > upper[f]:
+                sfree[f] = 0.0
+                fixed[f] = upper[f] - q[f]
+                out = True
+        if not out:
+            break
+        any_fixed = True
+        for a in range(nfree):
+            if sfree[a] == 0.0:
+                for b in range(a + 1):
+                    amat[a, b] = 0.0
+                amat[a, a] = 1.0
+                rhs[a] = 0.0
+                continue
+            for b in range(a):
+                amat[a, b] = 0.0 if sfree[b] == 0.0 else hmat[a, b]
+            amat[a, a] = hmat[a, a] + lmb * max(jtj[a, a], floor)
+            r = jtr[a]
+            for b in range(nfree):
+                if fixed[b] != 0.0:
+                    r -= (hmat[a, b] if b <= a else hmat[b, a]) * fixed[b]
+            rhs[a] = r
+        if _cholesky(amat, nfree, sfree) >= 0:
+            break
+        _cholesky_solve(amat, rhs, delta, nfree)
+        for f in range(nfree):
+            if sfree[f] == 0.0:
+                delta[f] = fixed[f] if free[f] != 0.0 else 0.0
+    return any_fixed
+
+
+@_jit
 def _iterate(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper, max_iter, ftol, xtol,
              ascending):  # fmt: skip
     """`_iterate_g` with a fresh line store and Hessian (for callers that keep none)."""
     nfree = q.shape[0]
     return _iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper, max_iter, ftol,
                       xtol, ascending, _line_store(mdl[0], smp.shape[1]),
-                      np.empty((nfree, nfree)), False)  # fmt: skip
+                      (np.empty((nfree, nfree)), np.empty(nfree), np.empty(nfree)),
+                      False)  # fmt: skip
 
 
 @_jit
 def _iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper, max_iter, ftol, xtol,
-               ascending, lines, hmat, newton):  # fmt: skip
+               ascending, lines, aux, newton):  # fmt: skip
     """Bounded Levenberg-Marquardt from q (residuals, J^T J and J^T r already at q).
 
     Returns (status, iterations, chi2); on return q, the residuals, J^T J and J^T r all
     belong to the same point. Trial points cost one chi2 evaluation; J is rebuilt only at
     accepted points (from the Gaussians of the trial point's chi2, kept in the line
     store). Parameters on a bound whose descent direction points outward are frozen for the
-    step (active set); trial points are clipped into the box. ``hmat`` (scratch) receives
-    the step's matrix: J^T J, or once a step moved every parameter by less than
+    step (active set); the parameters that a step would take out of the box stop on their
+    bound and the step of the others is solved again with them fixed there. ``aux`` is
+    scratch ``(hmat, step_free, fixed)``; hmat receives the step's matrix: J^T J, or once
+    a step moved every parameter by less than
     `_NEWTON_REACH` sigmas (from the first step with `newton`, for a start known to be
     near the minimum) the full Hessian (`_second_order`) where it is positive definite;
     damping and the convergence test scale with J^T J.
     """
     jmat, clo, chi, jtj, jtr = jac
     q_try, delta, rhs, free, amat = tmp
+    hmat, sfree, fixed = aux
     nfree = q.shape[0]
     dof = max(n - nfree, 1)
     lmb = _LAMBDA_START
@@ -250,6 +311,13 @@ def _iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper, max_iter, ft
             if factored:
                 _cholesky_solve(amat, rhs, delta, nfree)
                 clipped = False
+                for f in range(nfree):
+                    v = q[f] + delta[f]
+                    if v < lower[f] or v > upper[f]:
+                        clipped = True
+                if clipped:
+                    _stop_at_bounds(q, delta, free, sfree, fixed, hmat, jtj, jtr, amat, rhs,
+                                    lower, upper, lmb, floor)  # fmt: skip
                 for f in range(nfree):
                     v = q[f] + delta[f]
                     q_try[f] = min(max(v, lower[f]), upper[f])
@@ -499,6 +567,7 @@ def _fit_pixel(work, nw, n, p0, spec, out):
              .reshape((nl, 2)))  # fmt: skip
     jac = (jmat, clo, chi, jtj, jtr)
     tmp = (q_try, delta, rhs, keep, amat)
+    aux = (cov, vec[8], vec[9])  # cov is free until the covariance
 
     ascending = True
     lam = smp[_LAM]
@@ -523,7 +592,7 @@ def _fit_pixel(work, nw, n, p0, spec, out):
         _jacobian_g(q, n, smp, mdl, pfull, jac, ascending, lines, False)
         n_passes -= 1
     status, n_iter, chi2 = _iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper,
-                                      max_iter, ftol, xtol, ascending, lines, cov,
+                                      max_iter, ftol, xtol, ascending, lines, aux,
                                       False)  # fmt: skip
     for _pass in range(n_passes):
         # weights from the fitted model, then iterate again from the solution (the
@@ -534,7 +603,7 @@ def _fit_pixel(work, nw, n, p0, spec, out):
         _jacobian_g(q, n, smp, mdl, pfull, jac, ascending, lines, False)
         status2, n_iter2, chi2 = _iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower,
                                             upper, max_iter, ftol, xtol, ascending, lines,
-                                            cov, True)  # fmt: skip
+                                            aux, True)  # fmt: skip
         n_iter += n_iter2
         if status2 != _ST_NO_STEP or status == _ST_NO_STEP:
             status = status2
