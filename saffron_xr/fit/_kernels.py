@@ -26,12 +26,15 @@ How one pixel is fitted (`_fit_pixel`, each stage its own small function):
    first and second moments of the line's excess over the rest of the model (isolated lines
    with a significant excess only); amplitudes and background by linear least squares at
    those centroids and widths (the model is linear in them; these solves build only the
-   rows of J of the linear parameters).
+   rows of J of the linear parameters, and the residuals after them follow from those
+   rows, ``r -= J delta``, without a chi-square evaluation).
 3. `_iterate`: bounded Levenberg-Marquardt (active set on the bounds, Nielsen's damping
-   update). Trial points cost one chi-square evaluation; the Jacobian and the normal matrix
-   are built only at accepted points, from the Gaussians that the chi-square of that point
-   left in the per-pixel line store (no exponential is computed twice). Each line is
-   evaluated only where ``|z| < _REACH``. Once an accepted step has moved every parameter
+   update; a step that would leave the box stops the parameters concerned on their bound
+   and is solved again for the others, `_stop_at_bounds`). Trial points cost one
+   chi-square evaluation; the Jacobian and the normal matrix are built only at accepted
+   points, from the Gaussians that the chi-square of that point left in the per-pixel line
+   store (no exponential is computed twice). Each line is evaluated only where
+   ``|z| < _REACH``. Once an accepted step has moved every parameter
    by less than `_NEWTON_REACH` sigmas (near the minimum), the step's matrix is the full
    Hessian of chi2 / 2, J^T J minus the residual-weighted second derivatives of the
    model (`_second_order`: per line, from the Gaussians of the line store), so that the
@@ -39,6 +42,10 @@ How one pixel is fitted (`_fit_pixel`, each stage its own small function):
    (noisy or blended lines: residuals not small next to the curvature); where that
    Hessian is not positive definite, the iteration falls back to J^T J. J^T J itself,
    which the damping, the convergence test and the covariance use, is unchanged.
+   Measured and not used: variable projection (LM over centroids and widths, amplitudes
+   and background solved by bounded linear least squares at every trial point, step from
+   the Schur complement of J^T J): fewer iterations on blends, but each costs a linear
+   solve more, and it was slower on every benchmark case.
    Soft lower bounds (``LineModel.set_soft_min_width``) add one pseudo-residual per
    parameter below its soft minimum to chi2, J^T J and J^T r (`_penalty`); the reported
    chi2 and the covariance (step 5) leave it out: errors are the data's.
