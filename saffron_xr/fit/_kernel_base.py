@@ -87,11 +87,32 @@ def _cholesky(a, n, keep):
             return j
         r = math.sqrt(s)
         a[j, j] = r
-        for i in range(j + 1, n):
+        # column j below the diagonal, four rows at a time once the sums are long enough:
+        # four independent sums that share the loads of row j (each in the order of a
+        # single one: same results)
+        i = j + 1
+        while j >= 4 and i + 4 <= n:
+            s0 = a[i, j]
+            s1 = a[i + 1, j]
+            s2 = a[i + 2, j]
+            s3 = a[i + 3, j]
+            for k in range(j):
+                v = a[j, k]
+                s0 -= a[i, k] * v
+                s1 -= a[i + 1, k] * v
+                s2 -= a[i + 2, k] * v
+                s3 -= a[i + 3, k] * v
+            a[i, j] = s0 / r
+            a[i + 1, j] = s1 / r
+            a[i + 2, j] = s2 / r
+            a[i + 3, j] = s3 / r
+            i += 4
+        while i < n:
             s = a[i, j]
             for k in range(j):
                 s -= a[i, k] * a[j, k]
             a[i, j] = s / r
+            i += 1
     return -1
 
 
