@@ -127,6 +127,7 @@ def _stages(y, err, wave, photon, floor, p0, spec, out, upto):
                  work[o + nl * nw : o + nl * nw + 2 * nl].reshape((nl, 2)))  # fmt: skip
         jac = (jmat, vec[6], vec[7], mats[0], vec[3])
         tmp = (vec[1], vec[2], vec[4], vec[5], mats[1])
+        aux = (mats[2], vec[8], vec[9])
         q = vec[0]
         chi2 = K._start(q, p0[px], n, smp, mdl, pfull, jac, tmp, free_root, free_kind, lower,
                         upper, spec[K.SPEC_RESCALE] != 0.0, spec[K.SPEC_MOMENTS] != 0.0,
@@ -140,7 +141,8 @@ def _stages(y, err, wave, photon, floor, p0, spec, out, upto):
             n_passes -= 1
         st, it, chi2 = K._iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper,
                                     int(spec[K.SPEC_MAX_ITER]), spec[K.SPEC_FTOL],
-                                    spec[K.SPEC_XTOL], True, lines)  # fmt: skip
+                                    spec[K.SPEC_XTOL], True, lines, aux,
+                                    False)  # fmt: skip
         total += it
         if upto == 2:
             continue
@@ -151,7 +153,8 @@ def _stages(y, err, wave, photon, floor, p0, spec, out, upto):
             K._jacobian_g(q, n, smp, mdl, pfull, jac, True, lines, False)
             st, it, chi2 = K._iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper,
                                         int(spec[K.SPEC_MAX_ITER]), spec[K.SPEC_FTOL],
-                                        spec[K.SPEC_XTOL], True, lines)  # fmt: skip
+                                        spec[K.SPEC_XTOL], True, lines, aux,
+                                        True)  # fmt: skip
             total += it
     return total
 
