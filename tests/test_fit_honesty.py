@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import xarray as xr
+from kernel_helpers import kernel_scratch
 from scipy.optimize import least_squares
 
 from saffron_xr import FitStatus, LineModel, fit_lines
@@ -288,15 +289,8 @@ def test_no_accepted_step_is_no_step_not_converged():
     m.add_line("ne_8 770.42", amplitude=3.0, centroid=769.5, width=0.3,
                bounds={"centroid": (769.2, 770.0), "width": (0.25, 0.8)})  # fmt: skip
     comp = m.compile(WAVE)
-    spec = k.pack_spec(comp, max_iter=50, ftol=1e-5, xtol=3e-3, min_valid=5,
-                       scale_errors=False, rescale_initial=False)  # fmt: skip
     nw, nf = WAVE.size, comp.n_free
-    work = np.zeros(k._work_size(spec, nw))
-    nan = np.full(nw, np.nan)
-    n = k._compact(y, sigma, WAVE, nan, nan, spec, work)
-    smp = work[: k._N_ROWS * nw].reshape(k._N_ROWS, nw)
-    mdl = (comp.n_lines, comp.degree + 1, comp.segment_reference, comp.root.astype(float),
-           comp.scale, comp.offset, comp.free_soft_min, comp.free_soft_inv)  # fmt: skip
+    _spec, n, smp, mdl = kernel_scratch(comp, y, sigma, WAVE)
     q = np.array(comp.initial, dtype=float)[comp.free_root]
     pfull = np.zeros(comp.n_full)
     jac = (np.zeros((nf, nw)), np.zeros(nf), np.zeros(nf), np.zeros((nf, nf)), np.zeros(nf))

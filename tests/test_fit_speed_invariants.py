@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import xarray as xr
+from kernel_helpers import kernel_scratch, numpy_jacobian, numpy_model
 from scipy.optimize import least_squares
 
 from saffron_xr import FitStatus, LineModel, fit_lines
@@ -24,29 +25,6 @@ WAVE = 770.0 + STEP * (np.arange(64) - 32)
 SIGMA_LINE = 0.8 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 PHOTON = 3.58 / 38.15
 FLOOR = 2 * (6.9**2 + 0.89 * 4.7) / 38.15**2
-
-
-def _model(x, p, nl, degree, ref):
-    y = np.zeros_like(x)
-    for k in range(nl):
-        y = y + p[3 * k] * np.exp(-0.5 * ((x - p[3 * k + 1]) / p[3 * k + 2]) ** 2)
-    for d in range(degree + 1):
-        y = y + p[3 * nl + d] * (x - ref) ** d
-    return y
-
-
-def _jac(x, p, nl, degree, ref):
-    out = np.empty((x.size, len(p)))
-    for k in range(nl):
-        a, c, w = p[3 * k : 3 * k + 3]
-        z = (x - c) / w
-        g = np.exp(-0.5 * z * z)
-        out[:, 3 * k] = g
-        out[:, 3 * k + 1] = a * g * z / w
-        out[:, 3 * k + 2] = a * g * z * z / w
-    for d in range(degree + 1):
-        out[:, 3 * nl + d] = (x - ref) ** d
-    return out
 
 
 def _line_model(centres, degree, start, lo, hi):
@@ -63,22 +41,13 @@ def _line_model(centres, degree, start, lo, hi):
 def _kernel_setup(centres, degree, y, sigma):
     from saffron_xr.fit import _kernels as k
 
-    nl = len(centres)
     start = []
     for c in centres:
         start += [2.0, c + 0.02, SIGMA_LINE * 1.1]
     start += [0.1] + [0.01] * degree
     m = _line_model(centres, degree, start, 0.6 * SIGMA_LINE, 2.5 * SIGMA_LINE)
     comp = m.compile(WAVE)
-    spec = k.pack_spec(comp, max_iter=50, ftol=1e-5, xtol=3e-3, min_valid=5,
-                       scale_errors=False, rescale_initial=False)  # fmt: skip
-    nw = WAVE.size
-    work = np.zeros(k._work_size(spec, nw))
-    nan = np.full(nw, np.nan)
-    n = k._compact(y, sigma, WAVE, nan, nan, spec, work)
-    smp = work[: k._N_ROWS * nw].reshape(k._N_ROWS, nw)
-    mdl = (nl, degree + 1, comp.segment_reference, comp.root.astype(float), comp.scale,
-           comp.offset, comp.free_soft_min, comp.free_soft_inv)  # fmt: skip
+    _spec, n, smp, mdl = kernel_scratch(comp, y, sigma, WAVE)
     return k, comp, n, smp, mdl
 
 
@@ -96,7 +65,7 @@ def test_jacobian_from_the_line_store_matches_numpy(zero_amplitude):
     for c in centres:
         truth += [rng.uniform(1.0, 5.0), c + rng.normal(0, 0.03), SIGMA_LINE]
     truth += [0.1, 0.01]
-    clean = _model(WAVE, np.array(truth), 6, 1, 770.0)
+    clean = numpy_model(WAVE, np.array(truth), 6, 1, 770.0)
     sigma = np.sqrt(PHOTON * clean + FLOOR)
     y = clean + sigma * rng.standard_normal(WAVE.size)
     y[[5, 6, 30, 47]] = np.nan  # gaps: the exponential recurrence restarts after each
@@ -117,8 +86,8 @@ def test_jacobian_from_the_line_store_matches_numpy(zero_amplitude):
     ok = np.isfinite(y)
     x, yy, s = WAVE[ok], y[ok], sigma[ok]
     p = np.asarray(comp.offset) + np.asarray(comp.scale) * q[comp.root]  # all free here
-    r = (yy - _model(x, p, 6, 1, comp.segment_reference[0])) / s
-    jm = _jac(x, p, 6, 1, comp.segment_reference[0]) / s[:, None]
+    r = (yy - numpy_model(x, p, 6, 1, comp.segment_reference[0])) / s
+    jm = numpy_jacobian(x, p, 6, 1, comp.segment_reference[0]) / s[:, None]
     assert chi2 == pytest.approx(np.sum(r * r), rel=1e-10)  # reach 8 widths, recurrence
     jtj = jm.T @ jm
     scale = np.sqrt(np.outer(np.diag(jtj), np.diag(jtj)))
@@ -169,7 +138,7 @@ def test_fit_agrees_with_scipy_least_squares(case):
     truth[:, 3 * nl] = rng.uniform(*bg_range, n_spec)
     if degree:
         truth[:, 3 * nl + 1] = rng.uniform(-0.02, 0.02, n_spec)
-    clean = np.stack([_model(WAVE, p, nl, degree, ref) for p in truth])
+    clean = np.stack([numpy_model(WAVE, p, nl, degree, ref) for p in truth])
     sigma = np.sqrt(PHOTON * np.clip(clean, 0.0, None) + FLOOR)
     y = clean + sigma * rng.standard_normal(clean.shape)
     y[rng.random(y.shape) < 0.01] = np.nan
@@ -208,10 +177,10 @@ def test_fit_agrees_with_scipy_least_squares(case):
         x, yy, s = WAVE[ok], y[i, ok], sigma[i, ok]
 
         def resid(p, x=x, yy=yy, s=s):
-            return (_model(x, p, nl, degree, ref) - yy) / s
+            return (numpy_model(x, p, nl, degree, ref) - yy) / s
 
         def jac(p, x=x, s=s):
-            return _jac(x, p, nl, degree, ref) / s[:, None]
+            return numpy_jacobian(x, p, nl, degree, ref) / s[:, None]
 
         sol = least_squares(resid, p_fit[i], jac=jac, bounds=(lo, hi), method="trf",
                             xtol=1e-15, ftol=1e-15, gtol=1e-15, x_scale="jac")  # fmt: skip

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import xarray as xr
+from kernel_helpers import kernel_scratch, numpy_jacobian, numpy_model
 from scipy.optimize import least_squares
 
 from saffron_xr import FitStatus, LineModel, fit_lines
@@ -29,29 +30,6 @@ SIGMA_LINE = 0.8 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 PHOTON = 3.58 / 38.15
 FLOOR = 2 * (6.9**2 + 0.89 * 4.7) / 38.15**2
 COORDS = {"wavelength": ("wavelength", WAVE, {"units": "Angstrom"})}
-
-
-def _model_full(x, p, nl, degree, ref):
-    y = np.zeros_like(x)
-    for k in range(nl):
-        y = y + p[3 * k] * np.exp(-0.5 * ((x - p[3 * k + 1]) / p[3 * k + 2]) ** 2)
-    for d in range(degree + 1):
-        y = y + p[3 * nl + d] * (x - ref) ** d
-    return y
-
-
-def _jac_full(x, p, nl, degree, ref):
-    out = np.empty((x.size, len(p)))
-    for k in range(nl):
-        a, c, w = p[3 * k : 3 * k + 3]
-        z = (x - c) / w
-        g = np.exp(-0.5 * z * z)
-        out[:, 3 * k] = g
-        out[:, 3 * k + 1] = a * g * z / w
-        out[:, 3 * k + 2] = a * g * z * z / w
-    for d in range(degree + 1):
-        out[:, 3 * nl + d] = (x - ref) ** d
-    return out
 
 
 def _blend_with_ties():
@@ -86,19 +64,12 @@ def test_full_hessian_matches_finite_differences_of_the_gradient():
     rng = np.random.default_rng(3)
     truth = np.array([4.0, 769.35, SIGMA_LINE, 2.5, 770.02, SIGMA_LINE * 1.05, 1.25, 770.65,
                       SIGMA_LINE * 0.945, 0.1, 0.01])  # fmt: skip
-    clean = _model_full(WAVE, truth, nl, degree, ref)
+    clean = numpy_model(WAVE, truth, nl, degree, ref)
     sigma = np.sqrt(PHOTON * clean + FLOOR)
     y = clean + sigma * rng.standard_normal(WAVE.size)
     y[[7, 8, 40]] = np.nan  # gaps
-    spec = k.pack_spec(comp, max_iter=50, ftol=1e-5, xtol=3e-3, min_valid=5,
-                       scale_errors=False, rescale_initial=False)  # fmt: skip
     nw, nf = WAVE.size, comp.n_free
-    work = np.zeros(k._work_size(spec, nw))
-    nan = np.full(nw, np.nan)
-    n = k._compact(y, sigma, WAVE, nan, nan, spec, work)
-    smp = work[: k._N_ROWS * nw].reshape(k._N_ROWS, nw)
-    mdl = (nl, degree + 1, comp.segment_reference, comp.root.astype(float), comp.scale,
-           comp.offset, comp.free_soft_min, comp.free_soft_inv)  # fmt: skip
+    spec, n, smp, mdl = kernel_scratch(comp, y, sigma, WAVE)
     tmat, const = np.asarray(comp.transform), np.asarray(comp.constant)
     # a point off the minimum, with residuals that are not small
     q = np.linalg.lstsq(tmat, truth - const, rcond=None)[0]
@@ -119,8 +90,8 @@ def test_full_hessian_matches_finite_differences_of_the_gradient():
 
     def grad(qq):
         p = tmat @ qq + const
-        r = (yy - _model_full(x, p, nl, degree, ref)) / s
-        jf = (_jac_full(x, p, nl, degree, ref) / s[:, None]) @ tmat
+        r = (yy - numpy_model(x, p, nl, degree, ref)) / s
+        jf = (numpy_jacobian(x, p, nl, degree, ref) / s[:, None]) @ tmat
         return -jf.T @ r
 
     h_num = np.empty((nf, nf))
@@ -212,7 +183,7 @@ def test_solutions_with_ties_and_an_amplitude_on_its_bound_are_scipy_minima():
     truth[:, 8] = 0.9 * truth[:, 5]
     truth[:, 9] = rng.uniform(0.05, 0.2, n_spec)
     truth[:, 10] = rng.uniform(-0.02, 0.02, n_spec)
-    clean = np.stack([_model_full(WAVE, p, nl, degree, ref) for p in truth])
+    clean = np.stack([numpy_model(WAVE, p, nl, degree, ref) for p in truth])
     sigma = np.sqrt(PHOTON * np.clip(clean, 0.0, None) + FLOOR)
     y = clean + sigma * rng.standard_normal(clean.shape)
     ds = fit_lines(xr.DataArray(y, dims=("y", "wavelength"), coords=COORDS), m,
@@ -235,10 +206,10 @@ def test_solutions_with_ties_and_an_amplitude_on_its_bound_are_scipy_minima():
         np.testing.assert_allclose(tmat @ q0 + const, p_fit[i], rtol=1e-12, atol=1e-12)
 
         def resid(qq, yy=y[i], s=sigma[i]):
-            return (_model_full(WAVE, tmat @ qq + const, nl, degree, ref) - yy) / s
+            return (numpy_model(WAVE, tmat @ qq + const, nl, degree, ref) - yy) / s
 
         def jac(qq, s=sigma[i]):
-            return (_jac_full(WAVE, tmat @ qq + const, nl, degree, ref) / s[:, None]) @ tmat
+            return (numpy_jacobian(WAVE, tmat @ qq + const, nl, degree, ref) / s[:, None]) @ tmat
 
         start = np.clip(q0, lo, hi)
         # with line 2 (and its tied line 3) at zero amplitude, the width they share and the
@@ -279,7 +250,7 @@ def _six_line_blend(n_spec, seed):
     truth[:, 2 : 3 * nl : 3] = SIGMA_LINE * rng.uniform(0.9, 1.1, size=(n_spec, nl))
     truth[:, 3 * nl] = rng.uniform(0.05, 0.2, n_spec)
     truth[:, 3 * nl + 1] = rng.uniform(-0.02, 0.02, n_spec)
-    clean = np.stack([_model_full(WAVE, p, nl, 1, ref) for p in truth])
+    clean = np.stack([numpy_model(WAVE, p, nl, 1, ref) for p in truth])
     sigma = np.sqrt(PHOTON * np.clip(clean, 0.0, None) + FLOOR)
     y = clean + sigma * rng.standard_normal(clean.shape)
     y[rng.random(y.shape) < 0.01] = np.nan
