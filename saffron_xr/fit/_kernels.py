@@ -177,6 +177,25 @@ def _negligible(decrease, step, jtj, chi2, dof, ftol, xtol):
 
 
 @_jit
+def _damped_system(hmat, jtj, jtr, keep, lmb, floor, amat, rhs):
+    """The damped system of a step over the kept parameters (lower triangles): amat = hmat +
+    lmb * max(diag(J^T J), floor) on the diagonal, rhs = J^T r; the rows and columns of the
+    others are those of the identity, with rhs 0 (their step is zero)."""
+    nfree = jtr.shape[0]
+    for a in range(nfree):
+        if keep[a] == 0.0:
+            for b in range(a + 1):
+                amat[a, b] = 0.0
+            amat[a, a] = 1.0
+            rhs[a] = 0.0
+            continue
+        for b in range(a):
+            amat[a, b] = 0.0 if keep[b] == 0.0 else hmat[a, b]
+        amat[a, a] = hmat[a, a] + lmb * max(jtj[a, a], floor)
+        rhs[a] = jtr[a]
+
+
+@_jit
 def _stop_at_bounds(q, delta, free, sfree, fixed, hmat, jtj, jtr, amat, rhs, lower, upper,
                     lmb, floor):  # fmt: skip
     """A step q + delta that leaves the box: the parameters that leave it stop on their
@@ -209,17 +228,11 @@ def _stop_at_bounds(q, delta, free, sfree, fixed, hmat, jtj, jtr, amat, rhs, low
         if not out:
             break
         any_fixed = True
-        for a in range(nfree):
+        _damped_system(hmat, jtj, jtr, sfree, lmb, floor, amat, rhs)
+        for a in range(nfree):  # the fixed parameters' share moves to the right-hand side
             if sfree[a] == 0.0:
-                for b in range(a + 1):
-                    amat[a, b] = 0.0
-                amat[a, a] = 1.0
-                rhs[a] = 0.0
                 continue
-            for b in range(a):
-                amat[a, b] = 0.0 if sfree[b] == 0.0 else hmat[a, b]
-            amat[a, a] = hmat[a, a] + lmb * max(jtj[a, a], floor)
-            r = jtr[a]
+            r = rhs[a]
             for b in range(nfree):
                 if fixed[b] != 0.0:
                     r -= (hmat[a, b] if b <= a else hmat[b, a]) * fixed[b]
@@ -296,17 +309,7 @@ def _iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper, max_iter, ft
         chi2_try = chi2
         pred = 0.0
         while lmb <= _LAMBDA_MAX:
-            for a in range(nfree):
-                if free[a] == 0.0:
-                    for b in range(a + 1):
-                        amat[a, b] = 0.0
-                    amat[a, a] = 1.0
-                    rhs[a] = 0.0
-                    continue
-                for b in range(a):
-                    amat[a, b] = 0.0 if free[b] == 0.0 else hmat[a, b]
-                amat[a, a] = hmat[a, a] + lmb * max(jtj[a, a], floor)
-                rhs[a] = jtr[a]
+            _damped_system(hmat, jtj, jtr, free, lmb, floor, amat, rhs)
             factored = _cholesky(amat, nfree, free) < 0
             if not factored and full_hessian:
                 # the Hessian is not positive definite here: J^T J for this iteration
