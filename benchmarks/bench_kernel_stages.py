@@ -115,7 +115,7 @@ def _stages(y, err, wave, photon, floor, p0, spec, out, upto):
             continue
         smp = work[: K._N_ROWS * nw].reshape((K._N_ROWS, nw))
         o = K._N_ROWS * nw
-        jmat = work[o : o + nfree * nw].reshape((nfree, nw))
+        jmat = work[o : o + nfree * n].reshape((nfree, n))
         o += nfree * nw
         vec = work[o : o + 10 * nfree].reshape((10, nfree))
         o += 10 * nfree
@@ -186,7 +186,7 @@ def _evals(y, err, wave, photon, floor, p0, spec, reps, which):
         n = K._compact(y[px], err[px], wave, photon[px], floor[px], spec, work)
         smp = work[: K._N_ROWS * nw].reshape((K._N_ROWS, nw))
         o = K._N_ROWS * nw
-        jmat = work[o : o + nfree * nw].reshape((nfree, nw))
+        jmat = work[o : o + nfree * n].reshape((nfree, n))
         o += nfree * nw
         vec = work[o : o + 10 * nfree].reshape((10, nfree))
         o += 10 * nfree

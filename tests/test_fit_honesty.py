@@ -289,11 +289,11 @@ def test_no_accepted_step_is_no_step_not_converged():
     m.add_line("ne_8 770.42", amplitude=3.0, centroid=769.5, width=0.3,
                bounds={"centroid": (769.2, 770.0), "width": (0.25, 0.8)})  # fmt: skip
     comp = m.compile(WAVE)
-    nw, nf = WAVE.size, comp.n_free
+    nf = comp.n_free
     _spec, n, smp, mdl = kernel_scratch(comp, y, sigma, WAVE)
     q = np.array(comp.initial, dtype=float)[comp.free_root]
     pfull = np.zeros(comp.n_full)
-    jac = (np.zeros((nf, nw)), np.zeros(nf), np.zeros(nf), np.zeros((nf, nf)), np.zeros(nf))
+    jac = (np.zeros((nf, n)), np.zeros(nf), np.zeros(nf), np.zeros((nf, nf)), np.zeros(nf))
     tmp = (np.zeros(nf), np.zeros(nf), np.zeros(nf), np.zeros(nf), np.zeros((nf, nf)))
     chi2 = k._chi2(q, n, smp, mdl, pfull, True)
     k._jacobian(q, n, smp, mdl, pfull, jac, True)

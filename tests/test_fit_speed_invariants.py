@@ -1,8 +1,8 @@
 """What the kernel's speed-ups must not change.
 
 The Jacobian reuses the Gaussians that the chi-square left in the line store at the same
-point, the start's linear solves build only the rows of the linear parameters, and J^T J is
-summed four columns at a time. Checked here: (1) against the same quantities computed
+point, the start's linear solves build only the rows of the linear parameters, and J^T J and
+J^T r are BLAS products. Checked here: (1) against the same quantities computed
 independently (numpy), at points where some lines have zero amplitude and where samples are
 missing (gaps in the grid, which restart the exponential recurrence); (2) end to end, against
 scipy's ``least_squares`` on a few hundred spectra of the benchmark's two-line and blended
@@ -51,8 +51,9 @@ def _kernel_setup(centres, degree, y, sigma):
     return k, comp, n, smp, mdl
 
 
-def _jac_buffers(nf, nw):
-    return (np.zeros((nf, nw)), np.zeros(nf), np.zeros(nf), np.zeros((nf, nf)), np.zeros(nf))
+def _jac_buffers(nf, n):
+    """J (exactly n columns: one per valid sample), its ranges, J^T J and J^T r."""
+    return (np.zeros((nf, n)), np.zeros(nf), np.zeros(nf), np.zeros((nf, nf)), np.zeros(nf))
 
 
 @pytest.mark.parametrize("zero_amplitude", [False, True])
@@ -80,7 +81,7 @@ def test_jacobian_from_the_line_store_matches_numpy(zero_amplitude):
     pfull = np.zeros(comp.n_full)
     lines = k._line_store(comp.n_lines, WAVE.size)
     chi2 = k._chi2_g(q, n, smp, mdl, pfull, True, lines)
-    jac = _jac_buffers(nf, WAVE.size)
+    jac = _jac_buffers(nf, n)
     k._jacobian_g(q, n, smp, mdl, pfull, jac, True, lines, False)
 
     ok = np.isfinite(y)
@@ -101,13 +102,13 @@ def test_jacobian_from_the_line_store_matches_numpy(zero_amplitude):
     np.testing.assert_allclose(jac[4], jtr, rtol=1e-9, atol=1e-9 * np.abs(jtr).max())
 
     # a fresh store (every Gaussian recomputed) gives the same numbers, bit for bit
-    fresh = _jac_buffers(nf, WAVE.size)
+    fresh = _jac_buffers(nf, n)
     k._jacobian(q, n, smp, mdl, pfull, fresh, True)
     np.testing.assert_array_equal(np.tril(fresh[3]), np.tril(jac[3]))
     np.testing.assert_array_equal(fresh[4], jac[4])
 
     # the linear-only Jacobian: the same amplitude/background block, bit for bit
-    lin = _jac_buffers(nf, WAVE.size)
+    lin = _jac_buffers(nf, n)
     k._chi2_g(q, n, smp, mdl, pfull, True, lines)
     k._jacobian_g(q, n, smp, mdl, pfull, lin, True, lines, True)
     linear = np.isin(kind, (0, 3))

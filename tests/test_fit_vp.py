@@ -79,7 +79,7 @@ def test_full_hessian_matches_finite_differences_of_the_gradient():
     pfull = np.zeros(comp.n_full)
     lines = k._line_store(nl, nw)
     k._chi2_g(q, n, smp, mdl, pfull, True, lines)
-    jac = (np.zeros((nf, nw)), np.zeros(nf), np.zeros(nf), np.zeros((nf, nf)), np.zeros(nf))
+    jac = (np.zeros((nf, n)), np.zeros(nf), np.zeros(nf), np.zeros((nf, nf)), np.zeros(nf))
     k._jacobian_g(q, n, smp, mdl, pfull, jac, True, lines, False)
     hmat = np.tril(jac[3]).copy()
     _second_order(n, smp, mdl, pfull, lines, hmat)

@@ -362,12 +362,12 @@ def _jacobian(q, n, smp, mdl, pfull, jac, ascending):
 
 @_jit
 def _jacobian_g(q, n, smp, mdl, pfull, jac, ascending, lines, linear_only):
-    """J^T J (lower triangle) and J^T r at q, r being the residuals left by `_chi2_g` at q.
+    """J^T J and J^T r at q, r being the residuals left by `_chi2_g` at q.
 
     ``jac`` is ``(jmat, clo, chi, jtj, jtr)``: J has one row of jmat per free parameter (the
-    derivative of the weighted model). A row is non-zero only on [clo, chi) (its lines'
-    reach; everything for background terms): pairs of parameters whose ranges do not
-    overlap (lines far apart) cost nothing. The Gaussians come from the line store left by
+    derivative of the weighted model) and exactly n columns. A row is non-zero only on
+    [clo, chi) (its lines' reach; everything for background terms): only that range is
+    filled (`_linear_update` reads the ranges too). The Gaussians come from the line store left by
     `_chi2_g` at the same q (lines of zero amplitude are computed here). With
     ``linear_only``, only the rows of amplitudes and background are built (the others are
     zero): enough for `_linear_solve`.
@@ -404,11 +404,10 @@ def _jacobian_g(q, n, smp, mdl, pfull, jac, ascending, lines, linear_only):
         if r >= 0:
             clo[r] = 0
             chi[r] = n
-    # rows are cleared over all samples: the J^T J blocks below sum over the union of
-    # ranges of several rows, where the others are exact zeros
+    # rows are cleared over all samples: J^T J is a dense product (`_normal_equations`)
     for f in range(nfree):
         row = jmat[f]
-        for i in range(n):
+        for i in range(jmat.shape[1]):
             row[i] = 0.0
     for ln in range(nl):
         amp = pfull[3 * ln]
@@ -472,7 +471,7 @@ def _jacobian_g(q, n, smp, mdl, pfull, jac, ascending, lines, linear_only):
                 if r >= 0:
                     jmat[r, i] += scale[base + k] * tk
                 tk *= t
-    _normal_equations(jmat, clo, chi, smp[_RES], jtj, jtr, nfree)
+    _normal_equations(jmat, smp[_RES], jtj, jtr)
     # soft lower bounds: one pseudo-residual (soft_min - q) * inv with derivative inv each
     for a in range(nfree):
         if soft_inv[a] > 0.0 and q[a] < soft_min[a]:
@@ -548,85 +547,18 @@ def _second_order(n, smp, mdl, pfull, lines, hmat):
 
 
 @_jit
-def _normal_equations(jmat, clo, chi, res, jtj, jtr, nfree):
-    """jtj[a, b] (b <= a) = sum_i J[a, i] J[b, i], jtr[a] = sum_i J[a, i] r[i].
+def _normal_equations(jmat, res, jtj, jtr):
+    """jtj = J J^T (both triangles), jtr = J r: J is jmat, one row per free parameter and
+    one column per valid sample (exactly n columns), r the first n residuals.
 
-    Row a is non-zero only on [clo[a], chi[a]) (zero elsewhere). Four columns b at a time
-    share the loads of row a and keep four independent sums (each summed in sample order
-    from zero, as one at a time would); a block sums over its union of ranges, the rows
-    being exact zeros outside their own. The last (a + 1) % 4 columns and J^T r make one
-    more block of up to four independent sums over row a's range (one sum per loop would
-    wait on the latency of each addition): same results, 10-25 % less time.
+    Two BLAS calls (gemm, gemv through scipy's BLAS): on the 6-line, 20-parameter case
+    (64 samples) 1.2 us instead of 3.7 us for the best loop in numba (four independent sums
+    per row, which LLVM does not vectorise without reassociating the sums), and faster on
+    the 7-parameter cases too even though the loop skipped the pairs of lines far apart.
+    The sums are BLAS's (in its order): results move at the 1e-16 relative level.
     """
-    for a in range(nfree):
-        la = int(clo[a])
-        ha = int(chi[a])
-        ra = jmat[a]
-        b = 0
-        while b + 4 <= a + 1:
-            lo = max(la, int(min(min(clo[b], clo[b + 1]), min(clo[b + 2], clo[b + 3]))))
-            hi = min(ha, int(max(max(chi[b], chi[b + 1]), max(chi[b + 2], chi[b + 3]))))
-            r0 = jmat[b]
-            r1 = jmat[b + 1]
-            r2 = jmat[b + 2]
-            r3 = jmat[b + 3]
-            s0 = 0.0
-            s1 = 0.0
-            s2 = 0.0
-            s3 = 0.0
-            for i in range(lo, hi):
-                v = ra[i]
-                s0 += v * r0[i]
-                s1 += v * r1[i]
-                s2 += v * r2[i]
-                s3 += v * r3[i]
-            jtj[a, b] = s0
-            jtj[a, b + 1] = s1
-            jtj[a, b + 2] = s2
-            jtj[a, b + 3] = s3
-            b += 4
-        left = a + 1 - b  # 0 to 3 columns, then J^T r
-        sr = 0.0
-        if left == 0:
-            for i in range(la, ha):
-                sr += ra[i] * res[i]
-        elif left == 1:
-            r0 = jmat[b]
-            s0 = 0.0
-            for i in range(la, ha):
-                v = ra[i]
-                s0 += v * r0[i]
-                sr += v * res[i]
-            jtj[a, b] = s0
-        elif left == 2:
-            r0 = jmat[b]
-            r1 = jmat[b + 1]
-            s0 = 0.0
-            s1 = 0.0
-            for i in range(la, ha):
-                v = ra[i]
-                s0 += v * r0[i]
-                s1 += v * r1[i]
-                sr += v * res[i]
-            jtj[a, b] = s0
-            jtj[a, b + 1] = s1
-        else:
-            r0 = jmat[b]
-            r1 = jmat[b + 1]
-            r2 = jmat[b + 2]
-            s0 = 0.0
-            s1 = 0.0
-            s2 = 0.0
-            for i in range(la, ha):
-                v = ra[i]
-                s0 += v * r0[i]
-                s1 += v * r1[i]
-                s2 += v * r2[i]
-                sr += v * res[i]
-            jtj[a, b] = s0
-            jtj[a, b + 1] = s1
-            jtj[a, b + 2] = s2
-        jtr[a] = sr
+    np.dot(jmat, jmat.T, jtj)
+    np.dot(jmat, res[: jmat.shape[1]], jtr)
 
 
 @_jit

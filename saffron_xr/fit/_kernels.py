@@ -562,7 +562,7 @@ def _fit_pixel(work, nw, n, p0, spec, out):
     # views into the scratch array (sizes: see _work_size)
     smp = work[: _N_ROWS * nw].reshape((_N_ROWS, nw))
     o = _N_ROWS * nw
-    jmat = work[o : o + nfree * nw].reshape((nfree, nw))
+    jmat = work[o : o + nfree * n].reshape((nfree, n))  # exactly n columns
     o += nfree * nw
     vec = work[o : o + 10 * nfree].reshape((10, nfree))
     q, q_try, delta, jtr, rhs, keep, clo, chi = vec[0], vec[1], vec[2], vec[3], vec[4], \
