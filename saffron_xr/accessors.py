@@ -87,7 +87,7 @@ class SaffronDataArrayAccessor(_PlotMethods):
         *,
         terms=None,
         lags=(2, 3, 4),
-        max_samples=1_000_000,
+        max_samples=500_000,
         radcal=None,
         xposure=None,
         nbin2=None,
