@@ -228,6 +228,7 @@ def child(mode: str, path: Path, workdir: Path, profile: bool) -> dict:
     else:
         from distributed import Client, LocalCluster
 
+        _kernels.fit_gufunc("float64")  # the guesses run in this process
         t = time.perf_counter()
         with (
             LocalCluster(
@@ -238,7 +239,6 @@ def child(mode: str, path: Path, workdir: Path, profile: bool) -> dict:
             report["cluster_start_s"] = time.perf_counter() - t
             t = time.perf_counter()
             client.run(_kernels.fit_gufunc, "float32")
-            _kernels.fit_gufunc("float64")  # the guesses, in this process
             report["numba_compile_on_workers_s"] = time.perf_counter() - t
             sampler = PeakRSS()
             sampler.start()
