@@ -195,3 +195,28 @@ def test_fit_agrees_with_scipy_least_squares(case):
         np.testing.assert_allclose(e_fit[i], e_ref, rtol=1e-3)
     # blended lines often end with a width on a bound (not compared): still dozens left
     assert compared > (0.8 * n_spec if nl == 2 else 20)
+
+
+@pytest.mark.parametrize(
+    ("nfree", "n", "blas"), [(7, 48, True), (20, 64, True), (70, 64, False), (8, 1500, False)]
+)
+def test_normal_equations_match_numpy_below_and_above_the_blas_threshold(nfree, n, blas):
+    """J J^T and J r equal numpy's whichever way they are summed: BLAS for small problems,
+    the single-threaded range loop where BLAS would start threads of its own (the last two
+    cases), on a J whose rows are zero outside their ranges."""
+    from saffron_xr.fit import _kernel_base as kb
+
+    rng = np.random.default_rng(nfree)
+    clo = rng.integers(0, n // 2, nfree).astype(float)
+    chi = clo + rng.integers(1, n // 2, nfree)
+    clo[0], chi[0] = 0.0, float(n)  # a background row spans every sample
+    jmat = np.zeros((nfree, n))
+    for a in range(nfree):
+        jmat[a, int(clo[a]) : int(chi[a])] = rng.normal(size=int(chi[a] - clo[a]))
+    res = rng.normal(size=n)
+    jtj = np.full((nfree, nfree), np.nan)
+    jtr = np.full(nfree, np.nan)
+    assert blas == (nfree * nfree * n < kb._BLAS_GEMM_MAX and nfree * n < kb._BLAS_GEMV_MAX)
+    kb._normal_equations(jmat, clo, chi, res, jtj, jtr)
+    np.testing.assert_allclose(jtj, jmat @ jmat.T, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(jtr, jmat @ res, rtol=1e-12, atol=1e-12)

@@ -471,7 +471,7 @@ def _jacobian_g(q, n, smp, mdl, pfull, jac, ascending, lines, linear_only):
                 if r >= 0:
                     jmat[r, i] += scale[base + k] * tk
                 tk *= t
-    _normal_equations(jmat, smp[_RES], jtj, jtr)
+    _normal_equations(jmat, clo, chi, smp[_RES], jtj, jtr)
     # soft lower bounds: one pseudo-residual (soft_min - q) * inv with derivative inv each
     for a in range(nfree):
         if soft_inv[a] > 0.0 and q[a] < soft_min[a]:
@@ -546,8 +546,15 @@ def _second_order(n, smp, mdl, pfull, lines, hmat):
         _hess_add(hmat, rw, rw, -0.5 * sw * sw * s5 * a2)
 
 
+# OpenBLAS runs a gemm on several threads from m * n * k >= 262144 and a gemv from
+# m * n >= 9216 (measured: CPU time 1.9x wall on 2 cores above them, 1.0x below): inside
+# dask's threads that would oversubscribe the cores, so larger problems use the loop.
+_BLAS_GEMM_MAX = 262144
+_BLAS_GEMV_MAX = 9216
+
+
 @_jit
-def _normal_equations(jmat, res, jtj, jtr):
+def _normal_equations(jmat, clo, chi, res, jtj, jtr):
     """jtj = J J^T (both triangles), jtr = J r: J is jmat, one row per free parameter and
     one column per valid sample (exactly n columns), r the first n residuals.
 
@@ -555,10 +562,39 @@ def _normal_equations(jmat, res, jtj, jtr):
     (64 samples) 1.2 us instead of 3.7 us for the best loop in numba (four independent sums
     per row, which LLVM does not vectorise without reassociating the sums), and faster on
     the 7-parameter cases too even though the loop skipped the pairs of lines far apart.
-    The sums are BLAS's (in its order): results move at the 1e-16 relative level.
+    The sums are BLAS's (in its order): results move at the 1e-16 relative level. Problems
+    large enough for BLAS to start threads of its own go to `_normal_equations_rows`.
     """
+    nfree, n = jmat.shape
+    if nfree * nfree * n >= _BLAS_GEMM_MAX or nfree * n >= _BLAS_GEMV_MAX:
+        _normal_equations_rows(jmat, clo, chi, res, jtj, jtr)
+        return
     np.dot(jmat, jmat.T, jtj)
-    np.dot(jmat, res[: jmat.shape[1]], jtr)
+    np.dot(jmat, res[:n], jtr)
+
+
+@_jit
+def _normal_equations_rows(jmat, clo, chi, res, jtj, jtr):
+    """`_normal_equations` by loops on one thread: each sum runs over the overlap of its two
+    rows' ranges [clo, chi) (rows are zero outside theirs)."""
+    nfree = jtr.shape[0]
+    for a in range(nfree):
+        la = int(clo[a])
+        ha = int(chi[a])
+        ra = jmat[a]
+        sr = 0.0
+        for i in range(la, ha):
+            sr += ra[i] * res[i]
+        jtr[a] = sr
+        for b in range(a + 1):
+            lo = max(la, int(clo[b]))
+            hi = min(ha, int(chi[b]))
+            rb = jmat[b]
+            acc = 0.0
+            for i in range(lo, hi):
+                acc += ra[i] * rb[i]
+            jtj[a, b] = acc
+            jtj[b, a] = acc
 
 
 @_jit
