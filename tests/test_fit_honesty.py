@@ -361,6 +361,32 @@ def test_soft_min_width_matches_a_hand_written_penalised_fit():
     assert held > n // 4  # the truth (1 / 1.2 of w0) is below w0: many fits feel the penalty
 
 
+def test_a_step_across_the_soft_minimum_is_solved_with_its_penalty():
+    """Two blended lines whose data want widths below the soft minimum, started above it:
+    the plain step overshoots into the penalty it did not model. Solved again with the
+    penalty (`_soft_crossing`), the fits converge in fewer iterations: 8.2 on average
+    here, 9.5 when such trials were rejected and the damping grew instead (the S IV /
+    Mg IX window of a composition raster: 18.4 -> 12.9). The minimum itself is checked
+    against scipy in ``test_soft_min_width_matches_a_hand_written_penalised_fit``."""
+    rng = np.random.default_rng(8)
+    w0, tol = 1.25 * SIGMA_LINE, 0.05 * SIGMA_LINE
+    n = 400
+    a1, a2 = rng.uniform(4.0, 10.0, n), rng.uniform(4.0, 10.0, n)
+    c2 = 769.8 + 2.0 * SIGMA_LINE
+    clean = gauss(a1, 769.8, SIGMA_LINE) + gauss(a2, c2, SIGMA_LINE) + 0.3
+    sigma = np.sqrt(PHOTON * clean + FLOOR)
+    y = clean + sigma * rng.standard_normal(clean.shape)
+    m = LineModel(background_degree=0)
+    for name, c in (("a 769.80", 769.8), ("b 770.10", c2)):
+        m.add_line(name, amplitude=6.0, centroid=c, width=1.6 * SIGMA_LINE,
+                   bounds={"centroid": (c - 0.3, c + 0.3), "width": (0.1, 1.5)})  # fmt: skip
+        m.set_soft_min_width(name, w0, tol)
+    ds = fit_lines(as_data(y), m, error=as_data(sigma), moments=False).compute()
+    assert (ds.status == FitStatus.CONVERGED).all()
+    assert float((ds.width < w0).mean()) > 0.9  # the penalty holds them: the case in point
+    assert float(ds.n_iter.mean()) < 8.8
+
+
 def test_soft_min_width_keeps_faint_lines_off_the_hard_bound():
     """Monte Carlo, truth at the narrowest physical width w0, with the defaults of
     guess_model (hard bound 0.7 w0, soft minimum 0.85 w0 with tolerance 0.05 w0). At peak
