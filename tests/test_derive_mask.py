@@ -207,3 +207,35 @@ def test_real_ne8_fit_velocity_reference_and_mask(ne8_file):
     # the pre-flight wavelength scale: about -164 km/s against the rest wavelength
     assert -190 < float(np.nanmedian(rest)) < -140
     assert v.attrs["mask_rule"].startswith("good")
+
+
+@pytest.mark.parametrize("mask", ["good", "usable", None])
+def test_derive_all_builds_the_mask_once_and_matches_the_parts(mask, monkeypatch):
+    """derive_all passes one prepared mask to its parts: every derived variable (values and
+    mask_rule) is what radiance / line_widths / doppler_velocity give on their own, and
+    the mask is built once instead of once per part."""
+    import importlib
+
+    from saffron_xr.derive import _masks
+
+    built = []
+    real = _masks.quality_mask
+
+    def counting(params, m):
+        if not isinstance(m, _masks.PreparedMask):
+            built.append(m)
+        return real(params, m)
+
+    for mod in ("combined", "intensity", "widths", "doppler"):
+        monkeypatch.setattr(importlib.import_module(f"saffron_xr.derive.{mod}"), "quality_mask",
+                            counting)  # fmt: skip
+    ds, _ = _fit_result(chunks={"y": 15})
+    out = derive_all(ds, mask=mask).compute()
+    assert len(built) == 1
+    parts = [radiance(ds, mask=mask), line_widths(ds, mask=mask), doppler_velocity(ds, mask=mask)]
+    for part in parts:
+        part = part.compute()
+        for name, var in part.data_vars.items():
+            xr.testing.assert_identical(out[name], var)
+            assert out[name].attrs.get("mask_rule") == var.attrs.get("mask_rule")
+    assert json.loads(out.attrs["derive_settings"])["mask"] == mask

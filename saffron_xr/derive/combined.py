@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 import xarray as xr
 
+from ._masks import PreparedMask, quality_mask
 from .doppler import correct_doppler_gradient, doppler_velocity
 from .intensity import radiance
 from .widths import line_widths
@@ -52,12 +53,13 @@ def derive_all(
         ``params`` merged with the derived variables; the settings are recorded as JSON in the
         ``derive_settings`` attribute. Lazy.
     """
-    parts = [radiance(params, mask=mask)]
+    keep = PreparedMask(quality_mask(params, mask))  # built once for the three parts
+    parts = [radiance(params, mask=keep)]
     widths = line_widths(
-        params, log_t=log_t, instrumental_fwhm=instrumental_fwhm, nonthermal=nonthermal, mask=mask
+        params, log_t=log_t, instrumental_fwhm=instrumental_fwhm, nonthermal=nonthermal, mask=keep
     )
     parts.append(widths)
-    vel = doppler_velocity(params, reference=doppler_reference, mask=mask)
+    vel = doppler_velocity(params, reference=doppler_reference, mask=keep)
     if gradient:
         vel = correct_doppler_gradient(vel, **dict(gradient))
     parts.append(vel)

@@ -262,7 +262,7 @@ def _soft_crossing(q, q_try, free, soft_min, soft_inv, hmat, jtj, jtr, lmb, floo
     model, ``((soft_min - q - delta) * soft_inv)**2``, exact below the soft minimum; a
     parameter that then stays above it stops at it. q_try is updated; returns the
     penalty of the new q_try (to take from the predicted decrease), or -1 if no parameter
-    crosses (q_try unchanged).
+    crosses or the new system cannot be factored (q_try unchanged).
     """
     nfree = q.shape[0]
     any_cross = False
@@ -280,10 +280,10 @@ def _soft_crossing(q, q_try, free, soft_min, soft_inv, hmat, jtj, jtr, lmb, floo
             delta[f] = 1.0  # marks the crossing ones (q_try still holds the old step)
         else:
             delta[f] = 0.0
+    if _cholesky(amat, nfree, free) >= 0:
+        return -1.0  # (q_try still the plain step's)
     for f in range(nfree):
         q_try[f] = delta[f]  # the marks, while delta receives the new step
-    if _cholesky(amat, nfree, free) >= 0:
-        return -1.0
     _cholesky_solve(amat, rhs, delta, nfree)
     penalty = 0.0
     for f in range(nfree):
