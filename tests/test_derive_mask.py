@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -239,3 +240,24 @@ def test_derive_all_builds_the_mask_once_and_matches_the_parts(mask, monkeypatch
             xr.testing.assert_identical(out[name], var)
             assert out[name].attrs.get("mask_rule") == var.attrs.get("mask_rule")
     assert json.loads(out.attrs["derive_settings"])["mask"] == mask
+
+
+@pytest.mark.parametrize("reference", ["median", "column"])
+def test_a_line_with_no_kept_pixel_gets_nan_velocities_without_a_warning(reference):
+    """The median reference of a line none of whose pixels is kept is NaN, and computing it
+    raises no numpy "All-NaN slice" RuntimeWarning (it came from inside the dask tasks,
+    where a batch user cannot catch it); the other line's reference is numpy's nanmedian."""
+    ds, keep = _fit_result(chunks={"y": 15})
+    ds["detected"] = ds["detected"].copy(data=np.asarray(ds["detected"]))
+    ds["detected"][1] = False  # no pixel of the second line is kept under mask="good"
+    keep = keep.copy()
+    keep[1] = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = doppler_velocity(ds, reference=reference).compute()
+    v = out["doppler_velocity"]
+    assert np.isnan(v.sel(line=LINES[1])).all()
+    cen = np.where(keep[0], ds["centroid"].values[0], np.nan)
+    ref = np.nanmedian(cen) if reference == "median" else np.nanmedian(cen, axis=0)
+    expected = C * (cen - ref) / ref
+    np.testing.assert_allclose(v.sel(line=LINES[0]).values, expected, rtol=1e-9, equal_nan=True)

@@ -7,9 +7,11 @@ Public within :mod:`saffron_xr.derive` (its modules import these names); users r
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Hashable
 
 import astropy.constants as const
+import numpy as np
 import xarray as xr
 
 from .._units import angstrom_factor
@@ -20,6 +22,7 @@ __all__ = [
     "FWHM_PER_SIGMA",
     "PreparedMask",
     "quality_mask",
+    "quiet_median",
     "masked",
     "require",
     "to_angstrom",
@@ -153,3 +156,29 @@ def rest_wavelength(params: xr.Dataset, what: str) -> xr.DataArray:
         )
     rest = params["rest_wavelength"]
     return rest * to_angstrom(rest)
+
+
+def _nanmedian_last(a: np.ndarray, n_axes: int) -> np.ndarray:
+    """NaN-skipping median over the last ``n_axes`` axes; NaN, silently, where all are NaN."""
+    flat = a.reshape(a.shape[: a.ndim - n_axes] + (-1,))
+    with warnings.catch_warnings():
+        # a line with no kept pixel has no median: NaN is the answer, not a warning
+        warnings.filterwarnings("ignore", "All-NaN slice encountered", RuntimeWarning)
+        return np.nanmedian(flat, axis=-1)
+
+
+def quiet_median(da: xr.DataArray, dims) -> xr.DataArray:
+    """``da.median(dims, skipna=True)`` without numpy's "All-NaN slice" RuntimeWarning
+    (raised inside the dask tasks at compute time, where a caller cannot catch it) for the
+    slices where no value is kept. Lazy for dask input."""
+    dims = [dims] if isinstance(dims, str) else list(dims)
+    out_dtype = np.result_type(da.dtype, np.float64)
+    return xr.apply_ufunc(
+        _nanmedian_last,
+        da,
+        input_core_dims=[dims],
+        kwargs={"n_axes": len(dims)},
+        dask="parallelized",
+        output_dtypes=[out_dtype],
+        dask_gufunc_kwargs={"allow_rechunk": True},
+    )

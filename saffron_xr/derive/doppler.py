@@ -12,6 +12,7 @@ from ._masks import (
     keep_coords,
     masked,
     quality_mask,
+    quiet_median,
     require,
     rest_wavelength,
     spatial_dims,
@@ -46,7 +47,7 @@ def _reference_wavelength(
         )
     if reference == "median":
         dims = spatial_dims(centroid)
-        return kept.median(dims, skipna=True), (
+        return quiet_median(kept, dims), (
             f"median: median centroid of each line over {', '.join(map(str, dims))}{over}; "
             "removes the instrument's wavelength-scale offset (and any mean flow of the window)"
         )
@@ -56,7 +57,7 @@ def _reference_wavelength(
                 "doppler_velocity(reference='column') takes the median along the slit (dim "
                 f"'y'); the centroid has dims {centroid.dims}"
             )
-        return kept.median("y", skipna=True), (
+        return quiet_median(kept, "y"), (
             "column: median centroid of each line along the slit (y), per raster column" + over
         )
     raise ValueError(
@@ -226,7 +227,7 @@ def correct_doppler_gradient(
         ref_line = reference_line
         vref = v
     others = [d for d in vref.dims if d != dim]
-    profile = vref.median(others, skipna=True) if others else vref
+    profile = quiet_median(vref, others) if others else vref
     profile = profile.chunk({dim: -1}) if profile.chunks is not None else profile
     coeffs = xr.apply_ufunc(
         _nanpolyfit,
