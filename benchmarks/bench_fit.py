@@ -39,6 +39,7 @@ import xarray as xr
 from bench_real_raster import machine  # the script's folder is on sys.path
 
 from saffron_xr import FitStatus, LineModel, fit_lines
+from saffron_xr.testing import gaussian_lines, gaussian_lines_jacobian
 
 SIGMA_OF_FWHM = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 # SPICE SW noise model terms, by hand (Huang et al. 2023): G = 3.58, F = 1, R = 6.9 DN,
@@ -78,29 +79,10 @@ class Case:
         return p
 
     def model(self, x, *p):
-        nl = self.nl
-        y = np.zeros_like(x)
-        for k in range(nl):
-            y = y + p[3 * k] * np.exp(-0.5 * ((x - p[3 * k + 1]) / p[3 * k + 2]) ** 2)
-        t = x - self.ref
-        for d in range(self.degree + 1):
-            y = y + p[3 * nl + d] * t**d
-        return y
+        return gaussian_lines(x, p, self.nl, self.degree, self.ref)
 
     def jac(self, x, *p):
-        nl = self.nl
-        out = np.empty((x.size, len(p)))
-        for k in range(nl):
-            a, c, w = p[3 * k : 3 * k + 3]
-            z = (x - c) / w
-            g = np.exp(-0.5 * z * z)
-            out[:, 3 * k] = g
-            out[:, 3 * k + 1] = a * g * z / w
-            out[:, 3 * k + 2] = a * g * z * z / w
-        t = x - self.ref
-        for d in range(self.degree + 1):
-            out[:, 3 * nl + d] = t**d
-        return out
+        return gaussian_lines_jacobian(x, p, self.nl, self.degree, self.ref)
 
     def start(self):
         amp0 = 0.5 * (self.amp_range[0] + self.amp_range[1])

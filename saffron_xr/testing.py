@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import dask
+import numpy as np
 
 # the synthetic-file generator is its own module (the demo and notebooks use it too); it is
 # re-exported here for the tests and benchmarks
@@ -23,6 +24,8 @@ __all__ = [
     "make_spice_l2",
     "make_spectra",
     "composition_windows",
+    "gaussian_lines",
+    "gaussian_lines_jacobian",
 ]
 
 
@@ -109,3 +112,30 @@ def chianti_dir() -> Path:
     return _folder_from_env(
         "XUVTOP", "the CHIANTI database (with a masterlist/ sub-folder)", "/path/to/shared/chianti"
     )
+
+
+def gaussian_lines(x, p, n_lines: int, degree: int, ref: float) -> np.ndarray:
+    """A plain numpy model to check fits against: ``n_lines`` Gaussians (amplitude,
+    centroid, sigma in ``p[3k:3k+3]``) plus a polynomial of ``degree`` in ``x - ref``
+    (coefficients after the lines). Independent of the package's numba kernels."""
+    y = np.zeros_like(x, dtype=float)
+    for k in range(n_lines):
+        y = y + p[3 * k] * np.exp(-0.5 * ((x - p[3 * k + 1]) / p[3 * k + 2]) ** 2)
+    for d in range(degree + 1):
+        y = y + p[3 * n_lines + d] * (x - ref) ** d
+    return y
+
+
+def gaussian_lines_jacobian(x, p, n_lines: int, degree: int, ref: float) -> np.ndarray:
+    """d `gaussian_lines` / d p, written out by hand: shape (samples, parameters)."""
+    out = np.empty((np.size(x), len(p)))
+    for k in range(n_lines):
+        a, c, w = p[3 * k : 3 * k + 3]
+        z = (x - c) / w
+        g = np.exp(-0.5 * z * z)
+        out[:, 3 * k] = g
+        out[:, 3 * k + 1] = a * g * z / w
+        out[:, 3 * k + 2] = a * g * z * z / w
+    for d in range(degree + 1):
+        out[:, 3 * n_lines + d] = (x - ref) ** d
+    return out

@@ -6,30 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def numpy_model(x, p, nl, degree, ref):
-    """Sum of ``nl`` Gaussians (amplitude, centroid, sigma) plus a polynomial in x - ref."""
-    y = np.zeros_like(x)
-    for k in range(nl):
-        y = y + p[3 * k] * np.exp(-0.5 * ((x - p[3 * k + 1]) / p[3 * k + 2]) ** 2)
-    for d in range(degree + 1):
-        y = y + p[3 * nl + d] * (x - ref) ** d
-    return y
-
-
-def numpy_jacobian(x, p, nl, degree, ref):
-    """d numpy_model / d p, by hand (samples x parameters)."""
-    out = np.empty((x.size, len(p)))
-    for k in range(nl):
-        a, c, w = p[3 * k : 3 * k + 3]
-        z = (x - c) / w
-        g = np.exp(-0.5 * z * z)
-        out[:, 3 * k] = g
-        out[:, 3 * k + 1] = a * g * z / w
-        out[:, 3 * k + 2] = a * g * z * z / w
-    for d in range(degree + 1):
-        out[:, 3 * nl + d] = (x - ref) ** d
-    return out
+# the independent numpy model and its hand-written Jacobian (shared with benchmarks/bench_fit.py)
+from saffron_xr.testing import gaussian_lines as numpy_model  # noqa: F401
+from saffron_xr.testing import gaussian_lines_jacobian as numpy_jacobian  # noqa: F401
 
 
 def kernel_scratch(comp, y, sigma, wave):

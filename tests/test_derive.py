@@ -521,6 +521,10 @@ def test_velocity_recovery_on_generated_raster(tmp_path):
         ("SaffronDatasetAccessor", "to_l3_fits", "saffron_xr.io.l3fits"),
         ("SaffronDataTreeAccessor", "to_l3_fits", "saffron_xr.io.l3fits"),
         ("SaffronDatasetAccessor", "reconstruct", "saffron_xr.io.reconstruct"),
+    ]
+    + [
+        ("SaffronDataArrayAccessor", n, "saffron_xr.prep")
+        for n in ("spice_error", "calibrate_error", "despike", "denoise", "bin_levels")
     ],
 )
 def test_accessor_signatures_match_functions(accessor, name, module):
