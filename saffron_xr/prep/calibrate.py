@@ -168,8 +168,8 @@ def calibrate_noise_terms(
         composition raster (832 x 192, noise drawn from the model, so both true ratios are
         1) the spread over windows is set by the windows' structure, not by the sample
         size: floor 1.006-1.027 and signal 0.966-1.003 with 500 k samples, 1.005-1.024 and
-        0.954-0.997 with 1 M, 1.006-1.024 and 0.972-0.997 with 2 M, for 0.27, 0.6 and
-        1.1 CPU-s per window (AMD EPYC). On the real Ly-gamma/C III raster (with its own
+        0.954-0.997 with 1 M, 1.006-1.024 and 0.972-0.997 with 2 M, for 0.22, 0.48 and
+        0.96 CPU-s per window (AMD EPYC; ``benchmarks/bench_noise_calibration.py --sizes``). On the real Ly-gamma/C III raster (with its own
         uncertainty) 500 k vs 1 M samples move the floor ratio from 0.332 to 0.329 and the
         signal ratio from 1.331 to 1.351.
     radcal, xposure, nbin2, nbin3, detector, dark_factor
