@@ -329,6 +329,43 @@ def test_write_windows_computes_a_window_while_the_next_one_is_made(tmp_path):
     xr.testing.assert_identical(got["B"].to_dataset(), second)
 
 
+@pytest.mark.parametrize("scheduler", ["threads", "sync"])
+def test_write_windows_uses_no_more_threads_than_the_scheduler_has(tmp_path, scheduler):
+    """Windows in flight share the threaded scheduler's pool (here 1 thread: never two tasks
+    at once); the synchronous scheduler computes everything in the calling thread."""
+    import threading
+
+    import dask
+
+    lock = threading.Lock()
+    state = {"running": 0, "most": 0, "threads": set()}
+
+    def counted(block):
+        with lock:
+            state["running"] += 1
+            state["most"] = max(state["most"], state["running"])
+            state["threads"].add(threading.get_ident())
+        time.sleep(0.02)
+        with lock:
+            state["running"] -= 1
+        return block
+
+    def window(name, seed):
+        ds = _window(name, ["ne_8 770.42"], seed=seed)
+        data = ds["amplitude"].data.map_blocks(counted, meta=np.array((), "f4"))
+        return ds.assign(amplitude=ds["amplitude"].copy(data=data))
+
+    windows = [(n, window(n, seed)) for seed, n in enumerate("ABC", start=20)]
+    with dask.config.set(scheduler=scheduler, num_workers=1):
+        path = write_windows(iter(windows), tmp_path / "t.nc", ahead=2)
+    assert state["most"] == 1
+    if scheduler == "sync":
+        assert state["threads"] == {threading.get_ident()}
+    got = open_results(path)
+    for name, ds in windows:
+        np.testing.assert_array_equal(got[name]["amplitude"].values, ds["amplitude"].values)
+
+
 @pytest.mark.parametrize("ahead", [0, 1])
 def test_write_windows_error_leaves_no_file_and_keeps_the_old_one(tmp_path, ahead):
     """An error from the windows (a window that cannot be made, a failed chunk) or from the

@@ -592,7 +592,10 @@ def write_windows(
     ahead : int, default 1
         Windows computed (into memory) beyond the one being written; 0: each window is
         computed while it is written, chunk by chunk, one window at a time (the least
-        memory: only the chunks in flight).
+        memory: only the chunks in flight). With dask's threaded scheduler the windows in
+        flight share one pool of its threads (``num_workers``, by default one per core), so
+        the run uses no more threads than it was given; the synchronous scheduler
+        computes one window at a time (``ahead`` is then 0).
 
     Returns
     -------
@@ -608,6 +611,7 @@ def write_windows(
     if int(ahead) < 0:
         raise ValueError(f"ahead must be >= 0, got {ahead}")
     kw = {"engine": "netcdf4", "format": "NETCDF4"}
+    ahead, compute_kwargs, shared = _in_flight(int(ahead))
 
     def put(part: Path, name: str, ds: xr.Dataset) -> None:
         one, encoding = _prepare(
@@ -627,7 +631,7 @@ def write_windows(
             if pool is None:
                 put(part, name, ds)
                 continue
-            pending.append((name, pool.submit(compute_datasets, ds)))
+            pending.append((name, pool.submit(compute_datasets, ds, **compute_kwargs)))
             while len(pending) > ahead:
                 name, fut = pending.popleft()
                 put(part, name, fut.result()[0])
@@ -639,13 +643,40 @@ def write_windows(
         prepared, _ = _prepare(tree, level, "netcdf", compression)
         _root_dataset(tree, prepared, config, provenance).to_netcdf(part, mode="a", **kw)
 
-    if int(ahead) == 0:
+    if ahead == 0:
         return write_atomically(path, lambda part: _without_chunk_cache(lambda: write(part, None)))
-    pool = ThreadPoolExecutor(int(ahead) + 1, thread_name_prefix="saffron-write")
+    pool = ThreadPoolExecutor(ahead + 1, thread_name_prefix="saffron-write")
     try:
         return write_atomically(path, lambda part: _without_chunk_cache(lambda: write(part, pool)))
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+        if shared is not None:
+            shared.shutdown(wait=False, cancel_futures=True)
+
+
+def _in_flight(ahead: int):
+    """(ahead, keywords of each window's ``dask.compute``, shared pool or None) for the
+    active scheduler: the threaded scheduler's windows share one pool of ``num_workers``
+    threads; the synchronous one computes a window at a time; others (a distributed
+    client) schedule the windows' tasks themselves."""
+    import dask
+    import dask.local
+    import dask.threaded
+    from dask.base import get_scheduler
+    from dask.system import CPU_COUNT
+
+    if ahead == 0:
+        return 0, {}, None
+    get = get_scheduler()
+    if get is dask.local.get_sync:
+        return 0, {}, None
+    if get is None or get is dask.threaded.get:
+        from concurrent.futures import ThreadPoolExecutor
+
+        n = dask.config.get("num_workers", None) or CPU_COUNT
+        shared = ThreadPoolExecutor(int(n), thread_name_prefix="saffron-compute")
+        return ahead, {"scheduler": "threads", "pool": shared}, shared
+    return ahead, {}, None
 
 
 #: Name of the scalar text variable in the root group of a results file that tells
