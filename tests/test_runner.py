@@ -695,8 +695,17 @@ def test_windows_are_built_in_parallel_with_the_serial_results(tmp_path, monkeyp
 
     monkeypatch.setattr(steps, "process_window", spy)
     trees = {}
+    for opts, want in (
+        ({"scheduler": "threads", "num_workers": None}, min(9, os.cpu_count(), 4)),
+        ({"scheduler": "threads", "num_workers": 1}, 1),  # a 1-thread cluster worker
+        ({"scheduler": "threads", "num_workers": 3}, 3),
+        ({"scheduler": "threads", "num_workers": 16}, 4),
+        ({"scheduler": "synchronous"}, 1),
+    ):
+        with dask.config.set(**opts):
+            assert steps._build_threads(9) == want, opts
+            assert steps._build_threads(1) == 1
     with dask.config.set(scheduler="threads"):
-        assert steps._build_threads(9) == min(9, os.cpu_count(), 4)
         for n in (1, 2):
             monkeypatch.setattr(steps, "_build_threads", lambda k, n=n: n)
             threads_seen.clear()

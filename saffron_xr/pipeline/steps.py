@@ -17,6 +17,7 @@ import json
 import logging
 import os
 
+import dask
 import xarray as xr
 
 from .config import resolve_path
@@ -318,14 +319,18 @@ def _window_error(exc: Exception, node: str, extname: str | None) -> str:
 
 
 def _build_threads(n_units: int) -> int:
-    """Threads for preparing and modelling the windows of a file: one per core (at most 4)
-    when dask computes in this process; 1 under a distributed client (its own workers
-    compute the small statistics passes)."""
+    """Threads for preparing and modelling the windows of a file: one per thread of the
+    in-process scheduler (dask's ``num_workers``, by default one per core; at most 4), so
+    a cluster worker given one thread builds on one; 1 under the synchronous scheduler or
+    a distributed client (its own workers compute the small statistics passes)."""
     from .filejob import _in_process_scheduler
 
     if n_units < 2 or not _in_process_scheduler():
         return 1
-    return max(1, min(n_units, os.cpu_count() or 1, 4))
+    if dask.config.get("scheduler", None) in ("synchronous", "sync", "single-threaded"):
+        return 1
+    n = dask.config.get("num_workers", None) or os.cpu_count() or 1
+    return max(1, min(n_units, int(n), 4))
 
 
 def _map_windows(build, units):
