@@ -125,13 +125,14 @@ def _stages(y, err, wave, photon, floor, p0, spec, out, upto):
         o += nfull
         lines = (work[o : o + nl * nw].reshape((nl, nw)),
                  work[o + nl * nw : o + nl * nw + 2 * nl].reshape((nl, 2)))  # fmt: skip
+        pfull_old = work[o + nl * nw + 2 * nl : o + nl * nw + 2 * nl + nfull]
         jac = (jmat, vec[6], vec[7], mats[0], vec[3])
         tmp = (vec[1], vec[2], vec[4], vec[5], mats[1])
         aux = (mats[2], vec[8], vec[9])
         q = vec[0]
         chi2 = K._start(q, p0[px], n, smp, mdl, pfull, jac, tmp, free_root, free_kind, lower,
                         upper, spec[K.SPEC_RESCALE] != 0.0, spec[K.SPEC_MOMENTS] != 0.0,
-                        True, lines)  # fmt: skip
+                        True, lines, pfull_old)  # fmt: skip
         if upto == 1 or not math.isfinite(chi2):
             continue
         n_passes = int(spec[K.SPEC_REWEIGHT])

@@ -117,6 +117,111 @@ def test_jacobian_from_the_line_store_matches_numpy(zero_amplitude):
     np.testing.assert_array_equal(lin[4][linear], jac[4][linear])
 
 
+def _numpy_normal_equations(comp, q, y, sigma):
+    """J^T J and J^T r at free parameters q, by numpy (independent of the kernel)."""
+    ok = np.isfinite(y)
+    x, yy, s = WAVE[ok], y[ok], sigma[ok]
+    p = np.asarray(comp.offset) + np.asarray(comp.scale) * q[comp.root]
+    ref = comp.segment_reference[0]
+    r = (yy - numpy_model(x, p, comp.n_lines, comp.degree, ref)) / s
+    jm = numpy_jacobian(x, p, comp.n_lines, comp.degree, ref) / s[:, None]
+    jm = jm @ _tie_matrix(comp)
+    return jm.T @ jm, jm.T @ r, np.sum(r * r)
+
+
+def _tie_matrix(comp):
+    """d(full parameters) / d(free parameters): scale factors of the ties."""
+    t = np.zeros((comp.n_full, comp.n_free))
+    for j, r in enumerate(comp.root):
+        if r >= 0:
+            t[j, r] = comp.scale[j]
+    return t
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_linear_solve_carries_the_normal_equations_to_the_new_point(tied):
+    """After the start's linear solve from the full J, J^T J and J^T r are carried to the new
+    amplitudes and background algebraically (centroid and width rows scale with their
+    line's amplitude; r changes by J delta): they equal numpy's at the new point. A width
+    shared by two lines (a tie) does not scale that way: J is rebuilt, with the same
+    result."""
+    from saffron_xr.fit import _kernel_base as kb
+
+    centres = [769.4, 770.9]
+    rng = np.random.default_rng(11)
+    truth = [6.0, 769.41, SIGMA_LINE, 2.5, 770.88, SIGMA_LINE, 0.3]
+    clean = numpy_model(WAVE, np.array(truth), 2, 0, 770.0)
+    sigma = np.sqrt(PHOTON * clean + FLOOR)
+    y = clean + sigma * rng.standard_normal(WAVE.size)
+    y[[3, 40]] = np.nan
+    start = [2.0, 769.43, SIGMA_LINE * 1.2, 1.0, 770.86, SIGMA_LINE * 0.9, 0.1]
+    m = _line_model(centres, 0, start, 0.6 * SIGMA_LINE, 2.5 * SIGMA_LINE)
+    if tied:
+        m.tie_width(list(m.lines)[1], to=list(m.lines)[0])
+    comp = m.compile(WAVE)
+    _spec, n, smp, mdl = kernel_scratch(comp, y, sigma, WAVE)
+    nf = comp.n_free
+    q = np.array([comp.initial[j] for j in comp.free_root], dtype=float)
+    pfull = np.zeros(comp.n_full)
+    lines = kb._line_store(comp.n_lines, WAVE.size)
+    kb._chi2_g(q, n, smp, mdl, pfull, True, lines)
+    jac = _jac_buffers(nf, n)
+    kb._jacobian_g(q, n, smp, mdl, pfull, jac, True, lines, False)
+    tmp = (np.zeros(nf), np.zeros(nf), np.zeros(nf), np.zeros(nf), np.zeros((nf, nf)))
+    lower = np.asarray(comp.free_lower, dtype=float)
+    upper = np.asarray(comp.free_upper, dtype=float)
+    kind = np.asarray(comp.full_kind, dtype=float)[comp.free_root]
+    before = q.copy()
+    carried = kb._rescaled_normal_equations  # the algebraic path, spied on
+    calls = []
+
+    chi2 = kb._solve_linear_full(q, n, smp, mdl, pfull, jac, tmp, kind, lower, upper, True,
+                                 lines, np.zeros(comp.n_full))  # fmt: skip
+    linear = np.isin(kind, (0, 3))
+    assert np.all(q[~linear] == before[~linear]) and np.any(q[linear] != before[linear])
+    jtj, jtr, chi2_np = _numpy_normal_equations(comp, q, y, sigma)
+    assert chi2 == pytest.approx(chi2_np, rel=1e-10)
+    scale = np.sqrt(np.outer(np.diag(jtj), np.diag(jtj)))
+    np.testing.assert_allclose(jac[3] / scale, jtj / scale, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(jac[4], jtr, rtol=0, atol=1e-9 * np.abs(jtr).max())
+    # at the linear least-squares point, the gradient of the linear parameters is zero
+    assert np.all(np.abs(jac[4][linear]) < 1e-8 * np.sqrt(np.diag(jtj)[linear] * chi2_np))
+    # which path: scalable without ties, rebuilt with one
+    trial = (np.zeros((nf, n)), np.zeros(nf), np.zeros(nf), jtj.copy(), jtr.copy())
+    pf_old = np.asarray(comp.offset) + np.asarray(comp.scale) * before[comp.root]
+    pf_old[np.asarray(comp.root) < 0] = np.asarray(comp.offset)[np.asarray(comp.root) < 0]
+    calls.append(carried(q, pf_old, mdl, pfull, trial, q - before, kind, np.zeros(nf)))
+    assert calls == [not tied]
+
+
+def test_carrying_the_normal_equations_declines_where_it_would_be_wrong():
+    """A line of zero amplitude (its centroid and width rows are zero, not scalable) and a
+    soft-minimum penalty in J^T J (it does not scale): the caller must rebuild J."""
+    from saffron_xr.fit import _kernel_base as kb
+
+    centres = [769.4, 770.9]
+    start = [2.0, 769.43, SIGMA_LINE * 1.2, 1.0, 770.86, SIGMA_LINE * 0.9, 0.1]
+    m = _line_model(centres, 0, start, 0.6 * SIGMA_LINE, 2.5 * SIGMA_LINE)
+    comp = m.compile(WAVE)
+    y = numpy_model(WAVE, np.array(start), 2, 0, 770.0)
+    _spec, n, smp, mdl = kernel_scratch(comp, y, np.ones(WAVE.size), WAVE)
+    nf = comp.n_free
+    kind = np.asarray(comp.full_kind, dtype=float)[comp.free_root]
+    q = np.array([comp.initial[j] for j in comp.free_root], dtype=float)
+    pfull = np.asarray(comp.offset) + np.asarray(comp.scale) * q[comp.root]
+    jac = (np.zeros((nf, n)), np.zeros(nf), np.zeros(nf), np.eye(nf), np.ones(nf))
+    delta = np.where(np.isin(kind, (0, 3)), 0.1, 0.0)
+    old = pfull.copy()
+    old[0] = 0.0  # line 1 had zero amplitude
+    assert not kb._rescaled_normal_equations(q, old, mdl, pfull, jac, delta, kind, np.zeros(nf))
+    np.testing.assert_array_equal(jac[3], np.eye(nf))  # untouched
+    soft = np.where(kind == 2, q[kind == 2].max() * 2.0, -np.inf)
+    mdl_soft = mdl[:6] + (soft, np.where(kind == 2, 1.0, 0.0))
+    assert not kb._rescaled_normal_equations(q, pfull, mdl_soft, pfull, jac, delta, kind,
+                                             np.zeros(nf))  # fmt: skip
+    assert kb._rescaled_normal_equations(q, pfull, mdl, pfull, jac, delta, kind, np.zeros(nf))
+
+
 # ---------------------------------------------------------------- end to end vs scipy
 CASES = {
     # name: centres, amplitude range, background range, degree

@@ -616,7 +616,7 @@ def _work_size(spec, nw):
     nl = int(spec[SPEC_N_LINES])
     nfree = int(spec[SPEC_N_FREE])
     nfull = 3 * nl + int(spec[SPEC_N_SEGMENTS]) * (int(spec[SPEC_DEGREE]) + 1)
-    return (_N_ROWS + nfree + nl) * nw + 10 * nfree + 4 * nfree * nfree + nfull + 2 * nl
+    return (_N_ROWS + nfree + nl) * nw + 10 * nfree + 4 * nfree * nfree + 2 * nfull + 2 * nl
 
 
 @_jit
@@ -803,15 +803,107 @@ def _linear_update(q, n, smp, mdl, pfull, jac, delta):
 
 
 @_jit
+def _rescaled_normal_equations(q, pfull_old, mdl, pfull, jac, delta, free_kind, scale_of):
+    """J^T J and J^T r after `_linear_update` changed the linear parameters by delta, from
+    those before it, without touching the samples: the rows of amplitudes and background
+    do not depend on the linear parameters, those of a line's centroid and width are
+    proportional to its amplitude (factor s = A_new / A_old), and r_new = r - J^T delta:
+    J^T r_new = S (J^T r - (J^T J) delta), J^T J_new = S (J^T J) S.
+
+    Returns False (nothing changed) where that does not hold exactly: a centroid or width
+    shared by several lines (ties), a line whose old amplitude is zero, or a soft-minimum
+    penalty in J^T J (its terms do not scale); the caller then rebuilds J.
+    ``scale_of`` is scratch (nfree).
+    """
+    nl, nbg, seg_ref, root, scale, offset, soft_min, soft_inv = mdl
+    jmat, clo, chi, jtj, jtr = jac
+    nfree = q.shape[0]
+    for f in range(nfree):
+        scale_of[f] = 1.0
+        if soft_inv[f] > 0.0 and q[f] < soft_min[f]:
+            return False
+    for f in range(nfree):
+        kind = int(free_kind[f])
+        if kind != 1 and kind != 2:
+            continue
+        owner = -1
+        for ln in range(nl):
+            if int(root[3 * ln + kind]) == f:
+                if owner >= 0:
+                    return False  # tied across lines
+                owner = ln
+        if owner < 0:
+            continue
+        a_old = pfull_old[3 * owner]
+        if a_old == 0.0:
+            return False
+        scale_of[f] = pfull[3 * owner] / a_old
+    for a in range(nfree):
+        s = jtr[a]
+        for b in range(nfree):
+            if delta[b] != 0.0:
+                s -= jtj[a, b] * delta[b]
+        jtr[a] = s * scale_of[a]
+    for a in range(nfree):
+        for b in range(nfree):
+            jtj[a, b] *= scale_of[a] * scale_of[b]
+    return True
+
+
+@_jit
+def _moments_possible(mdl, pfull):
+    """Whether `_moments` can change any line (some line with its own free centroid and
+    width, no other line near): only then is the linear solve before it worth a
+    Jacobian of its own."""
+    nl, nbg, seg_ref, root, scale, offset, soft_min, soft_inv = mdl
+    for ln in range(nl):
+        rc = int(root[3 * ln + 1])
+        rw = int(root[3 * ln + 2])
+        if rc < 0 or rw < 0 or scale[3 * ln + 1] != 1.0 or scale[3 * ln + 2] != 1.0:
+            continue
+        cen = pfull[3 * ln + 1]
+        wid = abs(pfull[3 * ln + 2])
+        isolated = True
+        for other in range(nl):
+            if other != ln:
+                d = abs(pfull[3 * other + 1] - cen)
+                if d < _MOMENT_ISOLATION * (wid + abs(pfull[3 * other + 2])):
+                    isolated = False
+        if isolated:
+            return True
+    return False
+
+
+@_jit
+def _solve_linear_full(q, n, smp, mdl, pfull, jac, tmp, free_kind, lower, upper, ascending,
+                       lines, pfull_old):  # fmt: skip
+    """From the full J^T J, J^T r at q (`_jacobian_g`): amplitudes and background at their
+    linear least-squares values, and J^T J, J^T r carried to the new q
+    (`_rescaled_normal_equations`, or rebuilt). Returns chi2 at q, or NaN if q is
+    unchanged (no linear parameter, singular system)."""
+    delta = tmp[1]
+    if not _linear_solve(q, jac, tmp, free_kind, lower, upper):
+        return np.nan
+    for j in range(pfull.shape[0]):
+        pfull_old[j] = pfull[j]
+    chi2 = _linear_update(q, n, smp, mdl, pfull, jac, delta)
+    if not _rescaled_normal_equations(q, pfull_old, mdl, pfull, jac, delta, free_kind, tmp[2]):
+        _jacobian_g(q, n, smp, mdl, pfull, jac, ascending, lines, False)
+    return chi2
+
+
+@_jit
 def _start(q, p0, n, smp, mdl, pfull, jac, tmp, free_root, free_kind, lower, upper,
-           rescale, moments, ascending, lines):  # fmt: skip
+           rescale, moments, ascending, lines, pfull_old):  # fmt: skip
     """Starting point: initial values clipped into the bounds, then (with `rescale`) the
     moments of isolated lines and the linear solve of amplitudes and background.
 
     Returns chi2 at the start (NaN if the initial values are not usable); on return the
-    residuals, J^T J and J^T r belong to q. The linear solves need only the rows of J of
-    the linear parameters, and the residuals after them follow from those rows
-    (`_linear_update`); the full J is built once, at the start point.
+    residuals, J^T J and J^T r belong to q. The last linear solve is made from the full J
+    at the centroids and widths of the start, and J^T J, J^T r are carried through it
+    algebraically (`_solve_linear_full`); a linear solve before the moments needs only the
+    rows of J of the linear parameters, and the residuals after it follow from those rows
+    (`_linear_update`). ``pfull_old`` is scratch (n full parameters).
     """
     nfree = q.shape[0]
     for f in range(nfree):
@@ -828,19 +920,30 @@ def _start(q, p0, n, smp, mdl, pfull, jac, tmp, free_root, free_kind, lower, upp
     q_try = tmp[0]
     for f in range(nfree):
         q_try[f] = q[f]  # to fall back on
-    _jacobian_g(q, n, smp, mdl, pfull, jac, ascending, lines, True)
-    if not _linear_solve(q, jac, tmp, free_kind, lower, upper):  # q unchanged
-        _jacobian_g(q, n, smp, mdl, pfull, jac, ascending, lines, False)
-        return chi2
-    chi2_start = _linear_update(q, n, smp, mdl, pfull, jac, tmp[1])
-    if moments and _moments(q, n, smp, mdl, pfull, lower, upper, ascending, lines) > 0:
-        chi2_start = _chi2_g(q, n, smp, mdl, pfull, ascending, lines)
+    chi2_start = np.nan
+    if moments and _moments_possible(mdl, pfull):
         _jacobian_g(q, n, smp, mdl, pfull, jac, ascending, lines, True)
         if _linear_solve(q, jac, tmp, free_kind, lower, upper):
             chi2_start = _linear_update(q, n, smp, mdl, pfull, jac, tmp[1])
+            moved = _moments(q, n, smp, mdl, pfull, lower, upper, ascending, lines) > 0
+            if moved:
+                chi2_start = _chi2_g(q, n, smp, mdl, pfull, ascending, lines)
+            if math.isfinite(chi2_start):
+                _jacobian_g(q, n, smp, mdl, pfull, jac, ascending, lines, False)
+            if moved and math.isfinite(chi2_start):
+                chi2_lin = _solve_linear_full(q, n, smp, mdl, pfull, jac, tmp, free_kind,
+                                              lower, upper, ascending, lines, pfull_old)  # fmt: skip
+                if not math.isnan(chi2_lin):
+                    chi2_start = chi2_lin
+    else:
+        _jacobian_g(q, n, smp, mdl, pfull, jac, ascending, lines, False)
+        chi2_start = _solve_linear_full(q, n, smp, mdl, pfull, jac, tmp, free_kind, lower,
+                                        upper, ascending, lines, pfull_old)  # fmt: skip
+        if math.isnan(chi2_start):  # q unchanged: J^T J, J^T r are those at q
+            return chi2
     if not math.isfinite(chi2_start):  # back to the clipped initial values
         for f in range(nfree):
             q[f] = q_try[f]
         chi2_start = _chi2_g(q, n, smp, mdl, pfull, ascending, lines)
-    _jacobian_g(q, n, smp, mdl, pfull, jac, ascending, lines, False)
+        _jacobian_g(q, n, smp, mdl, pfull, jac, ascending, lines, False)
     return chi2_start
