@@ -126,7 +126,7 @@ def _numpy_normal_equations(comp, q, y, sigma):
     r = (yy - numpy_model(x, p, comp.n_lines, comp.degree, ref)) / s
     jm = numpy_jacobian(x, p, comp.n_lines, comp.degree, ref) / s[:, None]
     jm = jm @ _tie_matrix(comp)
-    return jm.T @ jm, jm.T @ r, np.sum(r * r)
+    return jm.T @ jm, jm.T @ r, np.sum(r * r), jm
 
 
 def _tie_matrix(comp):
@@ -140,7 +140,7 @@ def _tie_matrix(comp):
 
 @pytest.mark.parametrize("tied", [False, True])
 def test_linear_solve_carries_the_normal_equations_to_the_new_point(tied):
-    """After the start's linear solve from the full J, J^T J and J^T r are carried to the new
+    """After the start's linear solve from the full J, J, J^T J and J^T r are carried to the new
     amplitudes and background algebraically (centroid and width rows scale with their
     line's amplitude; r changes by J delta): they equal numpy's at the new point. A width
     shared by two lines (a tie) does not scale that way: J is rebuilt, with the same
@@ -179,7 +179,8 @@ def test_linear_solve_carries_the_normal_equations_to_the_new_point(tied):
                                  lines, np.zeros(comp.n_full))  # fmt: skip
     linear = np.isin(kind, (0, 3))
     assert np.all(q[~linear] == before[~linear]) and np.any(q[linear] != before[linear])
-    jtj, jtr, chi2_np = _numpy_normal_equations(comp, q, y, sigma)
+    jtj, jtr, chi2_np, jm = _numpy_normal_equations(comp, q, y, sigma)
+    np.testing.assert_allclose(jac[0], jm.T, rtol=1e-10, atol=1e-12 * np.abs(jm).max())
     assert chi2 == pytest.approx(chi2_np, rel=1e-10)
     scale = np.sqrt(np.outer(np.diag(jtj), np.diag(jtj)))
     np.testing.assert_allclose(jac[3] / scale, jtj / scale, rtol=0, atol=1e-10)
@@ -220,6 +221,60 @@ def test_carrying_the_normal_equations_declines_where_it_would_be_wrong():
     assert not kb._rescaled_normal_equations(q, pfull, mdl_soft, pfull, jac, delta, kind,
                                              np.zeros(nf))  # fmt: skip
     assert kb._rescaled_normal_equations(q, pfull, mdl, pfull, jac, delta, kind, np.zeros(nf))
+
+
+def test_reweighting_carries_chi2_and_the_normal_equations_to_the_new_weights():
+    """Weights from the model (noise terms photon, floor) at the current point: chi2, J^T J
+    and J^T r carried to the new weights (residuals and columns of J rescaled) equal numpy's
+    with sigma**2 = photon * max(model, 0) + floor; samples whose noise terms are not
+    finite keep their weight."""
+    from saffron_xr.fit import _kernels as k
+
+    centres = [769.4, 770.9]
+    rng = np.random.default_rng(12)
+    truth = [6.0, 769.41, SIGMA_LINE, 2.5, 770.88, SIGMA_LINE, 0.3]
+    clean = numpy_model(WAVE, np.array(truth), 2, 0, 770.0)
+    sigma = np.sqrt(PHOTON * clean + FLOOR)
+    y = clean + sigma * rng.standard_normal(WAVE.size)
+    y[[3, 40]] = np.nan
+    m = _line_model(centres, 0, truth, 0.6 * SIGMA_LINE, 2.5 * SIGMA_LINE)
+    comp = m.compile(WAVE)
+    spec = k.pack_spec(comp, max_iter=50, ftol=1e-5, xtol=3e-3, min_valid=5,
+                       scale_errors=False, rescale_initial=False)  # fmt: skip
+    photon = np.full(WAVE.size, PHOTON)
+    floor = np.full(WAVE.size, FLOOR)
+    photon[10] = np.nan  # this sample keeps its weight
+    nw = WAVE.size
+    work = np.zeros(k._work_size(spec, nw))
+    n = k._compact(y, sigma * 1.3, WAVE, photon, floor, spec, work)
+    smp = work[: k._N_ROWS * nw].reshape(k._N_ROWS, nw)
+    mdl = (comp.n_lines, comp.degree + 1, comp.segment_reference, comp.root.astype(float),
+           comp.scale, comp.offset, comp.free_soft_min, comp.free_soft_inv)  # fmt: skip
+    nf = comp.n_free
+    q = np.array(truth)[comp.free_root] * np.array([1.1, 1.0, 1.05, 0.9, 1.0, 0.97, 1.2])
+    pfull = np.zeros(comp.n_full)
+    lines = k._line_store(comp.n_lines, nw)
+    k._chi2_g(q, n, smp, mdl, pfull, True, lines)
+    jac = _jac_buffers(nf, n)
+    k._jacobian_g(q, n, smp, mdl, pfull, jac, True, lines, False)
+    count, chi2 = k._reweight_carry(q, n, smp, mdl, jac)
+
+    ok = np.isfinite(y)
+    x, yy = WAVE[ok], y[ok]
+    p = np.asarray(comp.offset) + np.asarray(comp.scale) * q[comp.root]
+    model = numpy_model(x, p, 2, 0, comp.segment_reference[0])
+    s_new = np.sqrt(PHOTON * np.maximum(model, 0.0) + FLOOR)
+    keep_old = ~np.isfinite(photon[ok])
+    s_new[keep_old] = (sigma * 1.3)[ok][keep_old]
+    assert count == ok.sum() - 1
+    r = (yy - model) / s_new
+    jm = numpy_jacobian(x, p, 2, 0, comp.segment_reference[0]) / s_new[:, None]
+    assert chi2 == pytest.approx(np.sum(r * r), rel=1e-10)
+    jtj = jm.T @ jm
+    scale = np.sqrt(np.outer(np.diag(jtj), np.diag(jtj)))
+    np.testing.assert_allclose(jac[3] / scale, jtj / scale, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(jac[4], jm.T @ r, rtol=0, atol=1e-9 * np.abs(jm.T @ r).max())
+    np.testing.assert_allclose(jac[0], jm.T, rtol=1e-10, atol=1e-12 * np.abs(jm).max())
 
 
 # ---------------------------------------------------------------- end to end vs scipy

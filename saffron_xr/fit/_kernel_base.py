@@ -265,7 +265,7 @@ _SEG = 3  # background segment index
 _PHOTON = 4  # noise term per unit signal
 _FLOOR = 5  # noise term independent of the signal
 _RES = 6  # weighted residual (y - model) / sigma, at the current point
-_GAUSS = 7  # scratch: one line's exp(-z**2 / 2)
+_SCRATCH = 7  # scratch: per-sample factors (`_reweight_carry`)
 _N_ROWS = 8
 
 
@@ -472,8 +472,14 @@ def _jacobian_g(q, n, smp, mdl, pfull, jac, ascending, lines, linear_only):
                     jmat[r, i] += scale[base + k] * tk
                 tk *= t
     _normal_equations(jmat, clo, chi, smp[_RES], jtj, jtr)
-    # soft lower bounds: one pseudo-residual (soft_min - q) * inv with derivative inv each
-    for a in range(nfree):
+    _penalty_terms(q, soft_min, soft_inv, jtj, jtr)
+
+
+@_jit
+def _penalty_terms(q, soft_min, soft_inv, jtj, jtr):
+    """The soft lower bounds' share of J^T J and J^T r: one pseudo-residual
+    (soft_min - q) * inv, with derivative inv, per parameter below its soft minimum."""
+    for a in range(q.shape[0]):
         if soft_inv[a] > 0.0 and q[a] < soft_min[a]:
             inv2 = soft_inv[a] * soft_inv[a]
             jtj[a, a] += inv2
@@ -847,6 +853,10 @@ def _rescaled_normal_equations(q, pfull_old, mdl, pfull, jac, delta, free_kind, 
     for a in range(nfree):
         for b in range(nfree):
             jtj[a, b] *= scale_of[a] * scale_of[b]
+        if scale_of[a] != 1.0:  # J itself too: its rows are reused by `_reweight_carry`
+            row = jmat[a]
+            for i in range(int(clo[a]), int(chi[a])):
+                row[i] *= scale_of[a]
     return True
 
 

@@ -59,7 +59,9 @@ How one pixel is fitted (`_fit_pixel`, each stage its own small function):
 4. With a noise model (``photon``, ``floor``), the weights are recomputed from the fitted
    model, ``sigma**2 = photon * max(model, 0) + floor``, and the fit is iterated once more
    from its solution, so the weights no longer follow the noise of the data (these passes
-   start near the minimum: full Hessian from their first step).
+   start near the minimum: full Hessian from their first step). Residuals and the
+   columns of J scale with the weights, so chi2, J and J^T J are carried to the new
+   weights (`_reweight_carry`) rather than recomputed (no Gaussian evaluated).
 5. `_covariance`: ``(J^T J)^-1`` over the identifiable free parameters: parameters on a
    bound, and centroids/widths of lines whose amplitude is zero, are left out (errors NaN,
    ``at_bound`` flag); a remaining exact degeneracy drops the parameter concerned (status
@@ -108,6 +110,7 @@ from ._kernel_base import (  # noqa: F401
     _PHOTON,
     _REACH,
     _RES,
+    _SCRATCH,
     _ST_ALL_NAN,
     _ST_AT_BOUND,
     _ST_BAD_INITIAL,
@@ -131,7 +134,9 @@ from ._kernel_base import (  # noqa: F401
     _jacobian_g,
     _jit,
     _line_store,
+    _normal_equations,
     _penalty,
+    _penalty_terms,
     _predicted_decrease,
     _second_order,
     _start,
@@ -472,6 +477,37 @@ def _reweight(n, smp):
 
 
 @_jit
+def _reweight_carry(q, n, smp, mdl, jac):
+    """`_reweight` at the current fit, with chi2, J, J^T J and J^T r carried to the new
+    weights instead of recomputed: every residual and every column of J is the weight of
+    its sample times a term that does not depend on it, so both scale by w_new / w_old
+    (no Gaussian, no row of J rebuilt). J must be that of q (as `_iterate_g` and `_start`
+    leave it). Returns (number reweighted, chi2 at q with the new weights).
+    """
+    jmat, clo, chi, jtj, jtr = jac
+    res = smp[_RES]
+    fac = smp[_SCRATCH]
+    wv = smp[_W]
+    for i in range(n):
+        fac[i] = wv[i]
+    count = _reweight(n, smp)
+    chi2 = 0.0
+    for i in range(n):
+        f = wv[i] / fac[i]
+        fac[i] = f
+        res[i] *= f
+        chi2 += res[i] * res[i]
+    if count > 0:
+        for a in range(q.shape[0]):
+            row = jmat[a]
+            for i in range(int(clo[a]), int(chi[a])):
+                row[i] *= fac[i]
+        _normal_equations(jmat, clo, chi, res, jtj, jtr)
+        _penalty_terms(q, mdl[6], mdl[7], jtj, jtr)
+    return count, chi2 + _penalty(q, mdl[6], mdl[7])
+
+
+@_jit
 def _identifiable(q, pfull, root, nl, free_kind, lower, upper, keep):
     """keep[f] = 1 for the free parameters that the data constrain at the solution.
 
@@ -662,21 +698,22 @@ def _fit_pixel(work, nw, n, p0, spec, out):
     ftol = spec[SPEC_FTOL]
     xtol = spec[SPEC_XTOL]
     n_passes = int(spec[SPEC_REWEIGHT])
-    if n_passes > 0 and _reweight(n, smp) > 0:
+    if n_passes > 0:
         # weights from the starting model rather than from the noisy data
-        chi2 = _chi2_g(q, n, smp, mdl, pfull, ascending, lines)
-        _jacobian_g(q, n, smp, mdl, pfull, jac, ascending, lines, False)
-        n_passes -= 1
+        count, chi2_w = _reweight_carry(q, n, smp, mdl, jac)
+        if count > 0:
+            chi2 = chi2_w
+            n_passes -= 1
     status, n_iter, chi2 = _iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper,
                                       max_iter, ftol, xtol, ascending, lines, aux,
                                       False)  # fmt: skip
     for _pass in range(n_passes):
         # weights from the fitted model, then iterate again from the solution (the
         # starting model's weights are close, but its centroids and widths are the guess)
-        if _reweight(n, smp) == 0:
+        count, chi2_w = _reweight_carry(q, n, smp, mdl, jac)
+        if count == 0:
             break
-        chi2 = _chi2_g(q, n, smp, mdl, pfull, ascending, lines)
-        _jacobian_g(q, n, smp, mdl, pfull, jac, ascending, lines, False)
+        chi2 = chi2_w
         status2, n_iter2, chi2 = _iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower,
                                             upper, max_iter, ftol, xtol, ascending, lines,
                                             aux, True)  # fmt: skip
