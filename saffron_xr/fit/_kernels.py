@@ -172,6 +172,11 @@ from ._kernel_layout import (  # noqa: F401
 # less than _NEWTON_REACH (conditional) sigmas.
 _NEWTON_REACH = 3.0
 
+# Tolerances of a pass that a reweighted pass follows (`_fit_pixel`): chi2 decrease below
+# 1e-3 of the reduced chi2, or every step below 0.05 sigma.
+_LOOSE_FTOL = 1e-3
+_LOOSE_XTOL = 0.05
+
 
 @_jit
 def _negligible(decrease, step, jtj, chi2, dof, ftol, xtol):
@@ -704,22 +709,40 @@ def _fit_pixel(work, nw, n, p0, spec, out):
         if count > 0:
             chi2 = chi2_w
             n_passes -= 1
+    # A pass followed by a reweighted one need not converge tightly: the new weights move
+    # the minimum anyway, and the last pass (full Hessian from its first step) converges
+    # at ftol, xtol from there.
+    loose = n_passes > 0
     status, n_iter, chi2 = _iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper,
-                                      max_iter, ftol, xtol, ascending, lines, aux,
-                                      False)  # fmt: skip
-    for _pass in range(n_passes):
-        # weights from the fitted model, then iterate again from the solution (the
-        # starting model's weights are close, but its centroids and widths are the guess)
-        count, chi2_w = _reweight_carry(q, n, smp, mdl, jac)
-        if count == 0:
+                                      max_iter, max(ftol, _LOOSE_FTOL) if loose else ftol,
+                                      max(xtol, _LOOSE_XTOL) if loose else xtol, ascending,
+                                      lines, aux, False)  # fmt: skip
+    for _pass in range(n_passes + 1):
+        if _pass < n_passes:
+            # weights from the fitted model, then iterate again from the solution (the
+            # starting model's weights are close, but its centroids and widths are the guess)
+            count, chi2_w = _reweight_carry(q, n, smp, mdl, jac)
+            if count > 0:
+                chi2 = chi2_w
+                loose = _pass < n_passes - 1
+            elif not loose:
+                break
+            else:  # no reweighted pass after all: converge at ftol, xtol now
+                loose = False
+        elif not loose:
             break
-        chi2 = chi2_w
+        else:
+            loose = False
         status2, n_iter2, chi2 = _iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower,
-                                            upper, max_iter, ftol, xtol, ascending, lines,
-                                            aux, True)  # fmt: skip
+                                            upper, max_iter,
+                                            max(ftol, _LOOSE_FTOL) if loose else ftol,
+                                            max(xtol, _LOOSE_XTOL) if loose else xtol,
+                                            ascending, lines, aux, True)  # fmt: skip
         n_iter += n_iter2
         if status2 != _ST_NO_STEP or status == _ST_NO_STEP:
             status = status2
+        if not loose:
+            break
 
     dof = n - nfree
     chi2 -= _penalty(q, soft_min, soft_inv)  # report the data's chi2 alone
