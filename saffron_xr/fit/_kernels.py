@@ -513,6 +513,33 @@ def _reweight_carry(q, n, smp, mdl, jac):
 
 
 @_jit
+def _reweighted_passes(q, chi2, status, n_iter, n_passes, n, smp, mdl, pfull, jac, tmp, lower,
+                       upper, max_iter, ftol, xtol, ascending, lines, aux):  # fmt: skip
+    """The passes after a first (loose) one with model weights: each reweights from the
+    fitted model and iterates again from the solution (full Hessian from the first step);
+    every pass but the last stops at `_LOOSE_FTOL` / `_LOOSE_XTOL` (the next weights move the
+    minimum anyway), the last converges at ftol, xtol. If no sample can be reweighted, one
+    pass at ftol, xtol with the weights as they are. Returns (status, iterations, chi2).
+    """
+    for k in range(n_passes):
+        count, chi2_w = _reweight_carry(q, n, smp, mdl, jac)
+        last = k == n_passes - 1 or count == 0
+        if count > 0:
+            chi2 = chi2_w
+        status2, n_iter2, chi2 = _iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower,
+                                            upper, max_iter,
+                                            ftol if last else max(ftol, _LOOSE_FTOL),
+                                            xtol if last else max(xtol, _LOOSE_XTOL),
+                                            ascending, lines, aux, True)  # fmt: skip
+        n_iter += n_iter2
+        if status2 != _ST_NO_STEP or status == _ST_NO_STEP:
+            status = status2
+        if last:
+            break
+    return status, n_iter, chi2
+
+
+@_jit
 def _identifiable(q, pfull, root, nl, free_kind, lower, upper, keep):
     """keep[f] = 1 for the free parameters that the data constrain at the solution.
 
@@ -709,40 +736,17 @@ def _fit_pixel(work, nw, n, p0, spec, out):
         if count > 0:
             chi2 = chi2_w
             n_passes -= 1
-    # A pass followed by a reweighted one need not converge tightly: the new weights move
-    # the minimum anyway, and the last pass (full Hessian from its first step) converges
-    # at ftol, xtol from there.
+    # A pass followed by a reweighted one need not converge tightly (`_reweighted_passes`)
     loose = n_passes > 0
     status, n_iter, chi2 = _iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower, upper,
                                       max_iter, max(ftol, _LOOSE_FTOL) if loose else ftol,
                                       max(xtol, _LOOSE_XTOL) if loose else xtol, ascending,
                                       lines, aux, False)  # fmt: skip
-    for _pass in range(n_passes + 1):
-        if _pass < n_passes:
-            # weights from the fitted model, then iterate again from the solution (the
-            # starting model's weights are close, but its centroids and widths are the guess)
-            count, chi2_w = _reweight_carry(q, n, smp, mdl, jac)
-            if count > 0:
-                chi2 = chi2_w
-                loose = _pass < n_passes - 1
-            elif not loose:
-                break
-            else:  # no reweighted pass after all: converge at ftol, xtol now
-                loose = False
-        elif not loose:
-            break
-        else:
-            loose = False
-        status2, n_iter2, chi2 = _iterate_g(q, chi2, n, smp, mdl, pfull, jac, tmp, lower,
-                                            upper, max_iter,
-                                            max(ftol, _LOOSE_FTOL) if loose else ftol,
-                                            max(xtol, _LOOSE_XTOL) if loose else xtol,
-                                            ascending, lines, aux, True)  # fmt: skip
-        n_iter += n_iter2
-        if status2 != _ST_NO_STEP or status == _ST_NO_STEP:
-            status = status2
-        if not loose:
-            break
+    if loose:
+        status, n_iter, chi2 = _reweighted_passes(q, chi2, status, n_iter, n_passes, n, smp,
+                                                  mdl, pfull, jac, tmp, lower, upper,
+                                                  max_iter, ftol, xtol, ascending, lines,
+                                                  aux)  # fmt: skip
 
     dof = n - nfree
     chi2 -= _penalty(q, soft_min, soft_inv)  # report the data's chi2 alone
