@@ -204,10 +204,22 @@ def _fit_alone(cfg: dict) -> dict:
         return {"wall_s": time.perf_counter() - t, "cpu_s": time.process_time() - c}
 
 
+def _sampled_run(cfg: dict, report: dict):
+    """``run(cfg)`` with its wall time, peak RSS and CPU time added to ``report``."""
+    from saffron_xr.pipeline.runner import run
+
+    sampler = PeakRSS()
+    sampler.start()
+    t = time.perf_counter()
+    summary = run(cfg)
+    report["wall_s"] = time.perf_counter() - t
+    report.update(sampler.stop())
+    return summary
+
+
 def child(mode: str, path: Path, workdir: Path, profile: bool) -> dict:
     import saffron_xr  # noqa: F401  (import time is not part of the figures)
     from saffron_xr.fit import _kernels
-    from saffron_xr.pipeline.runner import run
 
     report: dict = {"mode": mode}
     out = workdir / f"out_{mode}"
@@ -219,12 +231,7 @@ def child(mode: str, path: Path, workdir: Path, profile: bool) -> dict:
         if mode == "tree":  # every window built, then one compute of the whole tree
             filejob._streamed = lambda *args: False
         cfg = _config(path, out, {"kind": "threads", "n_workers": machine()["nproc"]})
-        sampler = PeakRSS()
-        sampler.start()
-        t = time.perf_counter()
-        summary = run(cfg)
-        report["wall_s"] = time.perf_counter() - t
-        report.update(sampler.stop())
+        summary = _sampled_run(cfg, report)
     elif mode == "threads":
         t = time.perf_counter()
         for dtype in ("float32", "float64"):  # the fits (SPICE L2: float32), the guesses
@@ -232,12 +239,7 @@ def child(mode: str, path: Path, workdir: Path, profile: bool) -> dict:
         report["numba_compile_s"] = time.perf_counter() - t
         n = machine()["nproc"]
         cfg = _config(path, out, {"kind": "threads", "n_workers": n})
-        sampler = PeakRSS()
-        sampler.start()
-        t = time.perf_counter()
-        summary = run(cfg)
-        report["wall_s"] = time.perf_counter() - t
-        report.update(sampler.stop())
+        summary = _sampled_run(cfg, report)
         report["fit_alone"] = _fit_alone(_config(path, workdir / "out_fit", cfg["scheduler"]))
         if profile:
             report["profile"] = _profile_phases(
@@ -258,12 +260,7 @@ def child(mode: str, path: Path, workdir: Path, profile: bool) -> dict:
             t = time.perf_counter()
             client.run(_kernels.fit_gufunc, "float32")
             report["numba_compile_on_workers_s"] = time.perf_counter() - t
-            sampler = PeakRSS()
-            sampler.start()
-            t = time.perf_counter()
-            summary = run(_config(path, out, {"kind": "auto"}))
-            report["wall_s"] = time.perf_counter() - t
-            report.update(sampler.stop())
+            summary = _sampled_run(_config(path, out, {"kind": "auto"}), report)
     (result,) = summary.files
     if result.status != "done":
         raise RuntimeError(f"the run failed: {result.error}")

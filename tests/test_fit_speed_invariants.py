@@ -117,6 +117,17 @@ def test_jacobian_from_the_line_store_matches_numpy(zero_amplitude):
     np.testing.assert_array_equal(lin[4][linear], jac[4][linear])
 
 
+def _two_lines(seed):
+    """Centres, truth, data (two missing samples) and sigma of a SPICE-like 2-line spectrum."""
+    rng = np.random.default_rng(seed)
+    truth = [6.0, 769.41, SIGMA_LINE, 2.5, 770.88, SIGMA_LINE, 0.3]
+    clean = numpy_model(WAVE, np.array(truth), 2, 0, 770.0)
+    sigma = np.sqrt(PHOTON * clean + FLOOR)
+    y = clean + sigma * rng.standard_normal(WAVE.size)
+    y[[3, 40]] = np.nan
+    return [769.4, 770.9], truth, y, sigma
+
+
 def _numpy_normal_equations(comp, q, y, sigma):
     """J^T J and J^T r at free parameters q, by numpy (independent of the kernel)."""
     ok = np.isfinite(y)
@@ -147,13 +158,7 @@ def test_linear_solve_carries_the_normal_equations_to_the_new_point(tied):
     result."""
     from saffron_xr.fit import _kernel_base as kb
 
-    centres = [769.4, 770.9]
-    rng = np.random.default_rng(11)
-    truth = [6.0, 769.41, SIGMA_LINE, 2.5, 770.88, SIGMA_LINE, 0.3]
-    clean = numpy_model(WAVE, np.array(truth), 2, 0, 770.0)
-    sigma = np.sqrt(PHOTON * clean + FLOOR)
-    y = clean + sigma * rng.standard_normal(WAVE.size)
-    y[[3, 40]] = np.nan
+    centres, truth, y, sigma = _two_lines(seed=11)
     start = [2.0, 769.43, SIGMA_LINE * 1.2, 1.0, 770.86, SIGMA_LINE * 0.9, 0.1]
     m = _line_model(centres, 0, start, 0.6 * SIGMA_LINE, 2.5 * SIGMA_LINE)
     if tied:
@@ -230,13 +235,7 @@ def test_reweighting_carries_chi2_and_the_normal_equations_to_the_new_weights():
     finite keep their weight."""
     from saffron_xr.fit import _kernels as k
 
-    centres = [769.4, 770.9]
-    rng = np.random.default_rng(12)
-    truth = [6.0, 769.41, SIGMA_LINE, 2.5, 770.88, SIGMA_LINE, 0.3]
-    clean = numpy_model(WAVE, np.array(truth), 2, 0, 770.0)
-    sigma = np.sqrt(PHOTON * clean + FLOOR)
-    y = clean + sigma * rng.standard_normal(WAVE.size)
-    y[[3, 40]] = np.nan
+    centres, truth, y, sigma = _two_lines(seed=12)
     m = _line_model(centres, 0, truth, 0.6 * SIGMA_LINE, 2.5 * SIGMA_LINE)
     comp = m.compile(WAVE)
     spec = k.pack_spec(comp, max_iter=50, ftol=1e-5, xtol=3e-3, min_valid=5,

@@ -694,13 +694,7 @@ def _moments(q, n, smp, mdl, pfull, lower, upper, ascending, lines):
         amp = pfull[3 * ln]
         cen = pfull[3 * ln + 1]
         wid = abs(pfull[3 * ln + 2])
-        isolated = True
-        for other in range(nl):
-            if other != ln:
-                d = abs(pfull[3 * other + 1] - cen)
-                if d < _MOMENT_ISOLATION * (wid + abs(pfull[3 * other + 2])):
-                    isolated = False
-        if not isolated:
+        if not _isolated(pfull, nl, ln):
             continue
         i0, i1 = _line_range(lam, n, ascending, cen, wid, _MOMENT_REACH)
         if i1 - i0 < 4:
@@ -871,17 +865,22 @@ def _moments_possible(mdl, pfull):
         rw = int(root[3 * ln + 2])
         if rc < 0 or rw < 0 or scale[3 * ln + 1] != 1.0 or scale[3 * ln + 2] != 1.0:
             continue
-        cen = pfull[3 * ln + 1]
-        wid = abs(pfull[3 * ln + 2])
-        isolated = True
-        for other in range(nl):
-            if other != ln:
-                d = abs(pfull[3 * other + 1] - cen)
-                if d < _MOMENT_ISOLATION * (wid + abs(pfull[3 * other + 2])):
-                    isolated = False
-        if isolated:
+        if _isolated(pfull, nl, ln):
             return True
     return False
+
+
+@_jit
+def _isolated(pfull, nl, ln):
+    """No other line within `_MOMENT_ISOLATION` times the sum of the two widths of line ln."""
+    cen = pfull[3 * ln + 1]
+    wid = abs(pfull[3 * ln + 2])
+    for other in range(nl):
+        if other != ln:
+            d = abs(pfull[3 * other + 1] - cen)
+            if d < _MOMENT_ISOLATION * (wid + abs(pfull[3 * other + 2])):
+                return False
+    return True
 
 
 @_jit
