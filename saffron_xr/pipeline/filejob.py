@@ -161,11 +161,11 @@ def _streamed(cfg, out_path: Path, compute_first: bool) -> bool:
 
 def _stream_results(cfg, tree, catalog, attrs, out_path: Path, progress: bool, stop) -> dict:
     """Build, fit and write the windows of an opened file one by one (netCDF, in-process
-    scheduler): each window is computed while it is written, with only its chunks in flight
-    in memory, while the next windows are built (noise calibration, model guess) on other
-    threads. Products of an earlier run are removed once every window is written, before
-    the file takes its final name. Returns the failed windows (name -> reason)."""
-
+    scheduler): each window is computed as soon as it is built, into memory and up to one
+    window ahead of the one being written (`write_windows`), while the next windows are
+    built (noise calibration, model guess) on other threads. Products of an earlier run are
+    removed once the last window is built, before the file takes its final name.
+    Returns the failed windows (name -> reason)."""
     from ..io.netcdf import write_windows
 
     names = window_names(cfg, tree)
