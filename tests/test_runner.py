@@ -378,8 +378,9 @@ def test_files_in_flight_on_threads_give_the_same_outputs_and_an_index(campaign_
 
 
 def test_fip_hook_output_goes_to_the_index(tmp_path, monkeypatch):
-    """With fip.enabled, the FIP step runs on the written results; its file is indexed.
-    Without the step's module, the file is done and the hook is skipped with a note."""
+    """With fip.enabled, the FIP step runs on the written results, holding the netCDF lock;
+    its file is indexed. Without the step's module, the file is done and the hook is skipped
+    with a note."""
     import sys
     import types
 
@@ -392,14 +393,21 @@ def test_fip_hook_output_goes_to_the_index(tmp_path, monkeypatch):
     fake = types.ModuleType("saffron_xr.pipeline.fip_step")
 
     def fip_for_file(fcfg, results_path, full):
-        calls.append((fcfg, results_path, full))
+        # netCDF is not thread-safe: no other file may write while the step reads and writes
+        free = []
+        probe = threading.Thread(target=lambda: free.append(filejob.NETCDF_LOCK.acquire(False)))
+        probe.start()
+        probe.join()
+        if free[0]:
+            filejob.NETCDF_LOCK.release()
+        calls.append((fcfg, results_path, full, free[0]))
         return results_path.with_name("results_fip.nc")
 
     fake.fip_for_file = fip_for_file
     monkeypatch.setitem(sys.modules, "saffron_xr.pipeline.fip_step", fake)
     made, note = filejob._fip(cfg, out)
     assert made == str(tmp_path / "results_fip.nc") and note == ""
-    assert calls == [(cfg["fip"], out, cfg)]
+    assert calls == [(cfg["fip"], out, cfg, False)]  # the lock was held by the step
     row = campaign.index_row(FileResult(str(out), "done", str(out), fip_output=made))
     assert row["fip_output"] == made
     assert filejob._fip({"fip": {"enabled": False}}, out) == (None, "")

@@ -98,7 +98,11 @@ def _write_products(cfg, out: Path) -> dict:
 
 
 def _fip(cfg, out: Path) -> tuple[str | None, str]:
-    """The FIP step (``fip:`` section) on written results: (FIP file or None, note)."""
+    """The FIP step (``fip:`` section) on written results: (FIP file or None, note).
+
+    It reads the results and writes the FIP file with netCDF, so it holds `NETCDF_LOCK`:
+    with several files in flight another file may be writing its results meanwhile, and
+    netCDF-C is not thread-safe (concurrent calls can crash the process)."""
     fcfg = cfg.get("fip") or {}
     if not fcfg.get("enabled"):
         return None, ""
@@ -108,7 +112,8 @@ def _fip(cfg, out: Path) -> tuple[str | None, str]:
         log.warning("%s: fip.enabled but the FIP step is not installed; skipped", out.name)
         return None, "FIP step not available"
     try:
-        made = fip_for_file(fcfg, out, cfg)
+        with NETCDF_LOCK:
+            made = fip_for_file(fcfg, out, cfg)
     except (KeyboardInterrupt, SystemExit, MemoryError):
         raise
     except Exception as exc:  # the results stand; the FIP maps are reported missing
