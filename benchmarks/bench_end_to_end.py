@@ -17,9 +17,6 @@ Doppler velocity and widths, netCDF output). During ``run()``, peak RSS is sampl
 20 ms with psutil (for the cluster: the client process, and the sum of the peaks of every
 worker and nanny) and so is the CPU time (user + system) of all processes: on a machine
 shared with other work, CPU time / nproc estimates the wall time of an idle machine.
-With ``--compare-writes N``, N alternating pairs of threads runs (fresh processes) compare the
-runner's window-by-window writing (a window is fitted while the next ones are built) with
-writing the whole tree (every window built, then one compute): medians of wall, CPU, RSS.
 With ``--profile`` a second threads run goes through the runner's phases one at a time
 (open, graph building with the model guesses, compute of fit + derive, netCDF write; unlike
 ``run()`` it holds all results in memory before writing) and dask's profiler sums task time
@@ -30,7 +27,6 @@ Acceptance (issue 7), 2 cores: under 60 s wall on threads, peak RSS under 1.5 GB
 Run::
 
     python benchmarks/bench_end_to_end.py [--profile] [--only threads|local] [--ny N --nx N]
-    python benchmarks/bench_end_to_end.py --compare-writes 3
 """
 
 from __future__ import annotations
@@ -204,42 +200,26 @@ def _fit_alone(cfg: dict) -> dict:
         return {"wall_s": time.perf_counter() - t, "cpu_s": time.process_time() - c}
 
 
-def _sampled_run(cfg: dict, report: dict):
-    """``run(cfg)`` with its wall time, peak RSS and CPU time added to ``report``."""
-    from saffron_xr.pipeline.runner import run
-
-    sampler = PeakRSS()
-    sampler.start()
-    t = time.perf_counter()
-    summary = run(cfg)
-    report["wall_s"] = time.perf_counter() - t
-    report.update(sampler.stop())
-    return summary
-
-
 def child(mode: str, path: Path, workdir: Path, profile: bool) -> dict:
     import saffron_xr  # noqa: F401  (import time is not part of the figures)
     from saffron_xr.fit import _kernels
+    from saffron_xr.pipeline.runner import run
 
     report: dict = {"mode": mode}
     out = workdir / f"out_{mode}"
-    if mode in ("windows", "tree"):  # --compare-writes: the run alone, one way of writing
-        from saffron_xr.pipeline import filejob
-
-        for dtype in ("float32", "float64"):
-            _kernels.fit_gufunc(dtype)
-        if mode == "tree":  # every window built, then one compute of the whole tree
-            filejob._streamed = lambda *args: False
-        cfg = _config(path, out, {"kind": "threads", "n_workers": machine()["nproc"]})
-        summary = _sampled_run(cfg, report)
-    elif mode == "threads":
+    if mode == "threads":
         t = time.perf_counter()
         for dtype in ("float32", "float64"):  # the fits (SPICE L2: float32), the guesses
             _kernels.fit_gufunc(dtype)
         report["numba_compile_s"] = time.perf_counter() - t
         n = machine()["nproc"]
         cfg = _config(path, out, {"kind": "threads", "n_workers": n})
-        summary = _sampled_run(cfg, report)
+        sampler = PeakRSS()
+        sampler.start()
+        t = time.perf_counter()
+        summary = run(cfg)
+        report["wall_s"] = time.perf_counter() - t
+        report.update(sampler.stop())
         report["fit_alone"] = _fit_alone(_config(path, workdir / "out_fit", cfg["scheduler"]))
         if profile:
             report["profile"] = _profile_phases(
@@ -260,7 +240,12 @@ def child(mode: str, path: Path, workdir: Path, profile: bool) -> dict:
             t = time.perf_counter()
             client.run(_kernels.fit_gufunc, "float32")
             report["numba_compile_on_workers_s"] = time.perf_counter() - t
-            summary = _sampled_run(_config(path, out, {"kind": "auto"}), report)
+            sampler = PeakRSS()
+            sampler.start()
+            t = time.perf_counter()
+            summary = run(_config(path, out, {"kind": "auto"}))
+            report["wall_s"] = time.perf_counter() - t
+            report.update(sampler.stop())
     (result,) = summary.files
     if result.status != "done":
         raise RuntimeError(f"the run failed: {result.error}")
@@ -271,45 +256,12 @@ def child(mode: str, path: Path, workdir: Path, profile: bool) -> dict:
     return report
 
 
-def _compare_writes(path: Path, workdir: Path, n: int) -> None:
-    """Side by side, alternating: the runner writing window by window (a window fitted while
-    the next are built) and writing the whole tree (every window built first)."""
-    import statistics
-
-    runs: dict[str, list] = {"windows": [], "tree": []}
-    for _ in range(n):
-        for mode in runs:
-            cmd = [sys.executable, __file__, "--child", mode, str(path), str(workdir)]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise RuntimeError(f"{mode}: FAILED\n{proc.stderr[-3000:]}")
-            runs[mode].append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    print(f"\nthreads, {n} alternating runs each (median, then every run):")
-    for mode, label in (("windows", "window by window"), ("tree", "whole tree")):
-        walls = [r["wall_s"] for r in runs[mode]]
-        cpus = [r["cpu_main_s"] + r["cpu_children_s"] for r in runs[mode]]
-        rss = [r["peak_rss_main_mb"] for r in runs[mode]]
-        print(
-            f"  {label:18s} wall {statistics.median(walls):5.1f} s, CPU "
-            f"{statistics.median(cpus):5.1f} s, peak RSS {statistics.median(rss):5.0f} MB  "
-            f"(walls {', '.join(f'{w:.1f}' for w in walls)})"
-        )
-    print("\nload average after:", [round(x, 2) for x in os.getloadavg()])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ny", type=int, default=832)
     parser.add_argument("--nx", type=int, default=192)
     parser.add_argument("--only", choices=["threads", "local"])
     parser.add_argument("--profile", action="store_true", help="phase breakdown (threads)")
-    parser.add_argument(
-        "--compare-writes",
-        type=int,
-        metavar="N",
-        help="N alternating threads runs written window by window (the runner's way) and "
-        "as one tree (every window built first), each in a fresh process; medians",
-    )
     parser.add_argument("--keep", help="work folder to keep (default: a temporary one)")
     parser.add_argument(
         "--child", nargs=3, metavar=("MODE", "FILE", "WORKDIR"), help=argparse.SUPPRESS
@@ -341,9 +293,6 @@ def main() -> None:
             f"wavelengths, {n_spectra} spectra, {path.stat().st_size / 2**20:.0f} MB "
             f"(generated in {gen_s:.1f} s)"
         )
-        if args.compare_writes:
-            _compare_writes(path, workdir, args.compare_writes)
-            return
         modes = [args.only] if args.only else ["threads", "local"]
         for mode in modes:
             cmd = [sys.executable, __file__, "--child", mode, str(path), str(workdir)]

@@ -14,7 +14,7 @@ import xarray as xr
 __all__ = ["compute_datasets"]
 
 
-def compute_datasets(*datasets: xr.Dataset, **compute_kwargs) -> tuple[xr.Dataset, ...]:
+def compute_datasets(*datasets: xr.Dataset) -> tuple[xr.Dataset, ...]:
     """Compute Datasets together in one ``dask.compute`` call over their dask arrays.
 
     Uses the active scheduler (threads, or a distributed Client). Variables that are not dask
@@ -24,8 +24,6 @@ def compute_datasets(*datasets: xr.Dataset, **compute_kwargs) -> tuple[xr.Datase
     ----------
     *datasets : xarray.Dataset
         The Datasets to compute (data variables and coordinates).
-    **compute_kwargs
-        Passed to ``dask.compute`` (e.g. ``scheduler``, ``pool``).
 
     Returns
     -------
@@ -39,7 +37,7 @@ def compute_datasets(*datasets: xr.Dataset, **compute_kwargs) -> tuple[xr.Datase
             if dask.is_dask_collection(var.data):
                 slots.append((i, name))
                 arrays.append(var.data)
-    values = dask.compute(*arrays, **compute_kwargs) if arrays else ()
+    values = dask.compute(*arrays) if arrays else ()
     out = [ds.copy() for ds in datasets]
     for (i, name), value in zip(slots, values, strict=True):
         var = out[i].variables[name].copy(data=value)

@@ -17,7 +17,7 @@ import pytest
 import xarray as xr
 
 import saffron_xr
-from saffron_xr.io.netcdf import open_results, output_name, to_netcdf, write_windows
+from saffron_xr.io.netcdf import open_results, output_name, to_netcdf
 from saffron_xr.testing import raise_if_dask_computes
 
 SPICE_STEM = "solo_L2_spice-n-ras_20220317T002536_V03_100663832-017"
@@ -262,140 +262,6 @@ def test_failing_computation_leaves_no_file(tmp_path):
         to_netcdf(ds, final)
     assert not final.exists()
     assert list(tmp_path.iterdir()) == []
-
-
-@pytest.mark.parametrize("ahead", [0, 1, 2])
-def test_write_windows_writes_the_file_to_netcdf_writes(tree, tmp_path, ahead):
-    """Window by window, the same groups, variables, attributes and provenance."""
-    cfg = {"fit": {"max_iter": 50}}
-    attrs = {"failed_windows": {"X": "no line"}, "saffron_xr_complete": 1}
-    whole = tree.copy()
-    whole.attrs = dict(attrs)
-    want = open_results(to_netcdf(whole, tmp_path / "whole.nc", config=cfg))
-    asked = []
-
-    def windows():
-        for name, node in tree.children.items():
-            asked.append(name)
-            yield name, node.to_dataset()
-
-    path = write_windows(windows(), tmp_path / "w.nc", attrs=lambda: attrs, config=cfg,
-                         ahead=ahead)  # fmt: skip
-    got = open_results(path)
-    assert asked == list(tree.children)
-    assert list(got.children) == list(want.children)  # groups in the order given
-    for name in want.children:
-        xr.testing.assert_identical(got[name].to_dataset(), want[name].to_dataset())
-    dated = {"history", "date_created"}
-    assert {k: v for k, v in got.attrs.items() if k not in dated} == {
-        k: v for k, v in want.attrs.items() if k not in dated
-    }
-    assert got.attrs["failed_windows"] == {"X": "no line"}
-    with xr.open_dataset(path) as root:  # the note for xr.open_dataset users
-        assert "O_III_703_Mg_IX_706" in str(root["README"].values)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.nc", "whole.nc"]
-
-
-def test_write_windows_computes_a_window_while_the_next_one_is_made(tmp_path):
-    """With ``ahead``, the next window is asked for while the first is still computing
-    (a run builds it meanwhile): here the first window's computation can only finish
-    once the second has been asked for, which a writer computing one window at a time
-    never does."""
-    import threading
-
-    asked_second = threading.Event()
-
-    def wait_for_second(block):
-        if not asked_second.wait(timeout=30):
-            raise RuntimeError("the second window was not asked for during the first")
-        return block
-
-    first = _window("A", ["ne_8 770.42"], seed=11)
-    first["chi2"] = (
-        first["chi2"]
-        .chunk()
-        .copy(data=first["chi2"].chunk().data.map_blocks(wait_for_second, meta=np.array((), "f4")))
-    )
-    second = _window("B", ["ne_8 770.42"], seed=12)
-
-    def windows():
-        yield "A", first
-        asked_second.set()
-        yield "B", second
-
-    path = write_windows(windows(), tmp_path / "o.nc", ahead=1)
-    got = open_results(path)
-    np.testing.assert_array_equal(got["A"]["chi2"].values, first["chi2"].values)
-    xr.testing.assert_identical(got["B"].to_dataset(), second)
-
-
-@pytest.mark.parametrize("scheduler", ["threads", "sync"])
-def test_write_windows_uses_no_more_threads_than_the_scheduler_has(tmp_path, scheduler):
-    """Windows in flight share the threaded scheduler's pool (here 1 thread: never two tasks
-    at once); the synchronous scheduler computes everything in the calling thread."""
-    import threading
-
-    import dask
-
-    lock = threading.Lock()
-    state = {"running": 0, "most": 0, "threads": set()}
-
-    def counted(block):
-        with lock:
-            state["running"] += 1
-            state["most"] = max(state["most"], state["running"])
-            state["threads"].add(threading.get_ident())
-        time.sleep(0.02)
-        with lock:
-            state["running"] -= 1
-        return block
-
-    def window(name, seed):
-        ds = _window(name, ["ne_8 770.42"], seed=seed)
-        data = ds["amplitude"].data.map_blocks(counted, meta=np.array((), "f4"))
-        return ds.assign(amplitude=ds["amplitude"].copy(data=data))
-
-    windows = [(n, window(n, seed)) for seed, n in enumerate("ABC", start=20)]
-    with dask.config.set(scheduler=scheduler, num_workers=1):
-        path = write_windows(iter(windows), tmp_path / "t.nc", ahead=2)
-    assert state["most"] == 1
-    if scheduler == "sync":
-        assert state["threads"] == {threading.get_ident()}
-    got = open_results(path)
-    for name, ds in windows:
-        np.testing.assert_array_equal(got[name]["amplitude"].values, ds["amplitude"].values)
-
-
-@pytest.mark.parametrize("ahead", [0, 1])
-def test_write_windows_error_leaves_no_file_and_keeps_the_old_one(tmp_path, ahead):
-    """An error from the windows (a window that cannot be made, a failed chunk) or from the
-    caller's stop removes the temporary file; an existing file stays as it was."""
-    final = tmp_path / "r.nc"
-    old = _window("W", ["ne_8 770.42"], seed=8)
-    to_netcdf(old, final)
-
-    def windows():
-        yield "A", _window("A", ["ne_8 770.42"], seed=9)
-        raise ValueError("every window failed")
-
-    with pytest.raises(ValueError, match="every window failed"):
-        write_windows(windows(), final, ahead=ahead)
-
-    def boom(block):
-        raise RuntimeError("chunk failed")
-
-    bad = _window("B", ["ne_8 770.42"], seed=10)
-    bad["amplitude"] = bad["amplitude"].copy(
-        data=bad["amplitude"].data.map_blocks(boom, dtype="f4")
-    )
-    with pytest.raises(RuntimeError, match="chunk failed"):
-        write_windows(iter([("B", bad)]), final, ahead=ahead)
-    xr.testing.assert_identical(open_results(final)["W"].to_dataset(), old)
-    assert [p.name for p in tmp_path.iterdir()] == ["r.nc"]
-    with pytest.raises(ValueError, match="ahead"):
-        write_windows(iter([]), tmp_path / "x.nc", ahead=-1)
-    with pytest.raises(FileExistsError, match="r.nc"):
-        write_windows(iter([]), final, overwrite=False)
 
 
 _SLOW_WRITER = textwrap.dedent(

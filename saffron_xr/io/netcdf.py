@@ -46,7 +46,6 @@ __all__ = [
     "NAME_FIELDS",
     "output_name",
     "to_netcdf",
-    "write_windows",
     "open_results",
     "as_results_tree",
 ]
@@ -496,13 +495,23 @@ def to_netcdf(
     ``noise_constants`` (JSON: every attribute whose name contains "noise"),
     ``date_obs_start`` / ``date_obs_end`` and ``provenance``.
     """
-    path, fmt, compression_level = _write_options(
-        path, overwrite, format, compression, compression_level
-    )
+    path = check_destination(path, overwrite)
+    fmt = _resolve_format(format, path)
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
+    if compression_level is None:
+        compression_level = _DEFAULT_LEVEL["zarr" if fmt == "zarr" else compression or "zlib"]
+    if not 1 <= int(compression_level) <= 9:
+        raise ValueError(f"compression_level must be 1-9, got {compression_level}")
     tree = as_results_tree(results)
     prepared, encoding = _prepare(tree, compression_level, fmt, compression)
+    root = prepared.to_dataset(inherit=False)
+    root.attrs.update(_provenance_attrs(tree, config, provenance))
+    if not root.data_vars:
+        root[ROOT_NOTE] = _root_note(tree)
+        root.attrs = {ROOT_NOTE: "results in groups: saffron_xr.open_results(path)", **root.attrs}
     prepared = prepared.copy()
-    prepared.dataset = _root_dataset(tree, prepared, config, provenance)
+    prepared.dataset = root
     if fmt == "zarr":
         try:
             import zarr  # noqa: F401
@@ -524,159 +533,6 @@ def to_netcdf(
             )
         ),
     )
-
-
-def _write_options(path, overwrite, format, compression, compression_level):
-    """(path, format, compression level) of a write, after checking them."""
-    path = check_destination(path, overwrite)
-    fmt = _resolve_format(format, path)
-    if compression not in COMPRESSIONS:
-        raise ValueError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
-    if compression_level is None:
-        compression_level = _DEFAULT_LEVEL["zarr" if fmt == "zarr" else compression or "zlib"]
-    if not 1 <= int(compression_level) <= 9:
-        raise ValueError(f"compression_level must be 1-9, got {compression_level}")
-    return path, fmt, int(compression_level)
-
-
-def _root_dataset(tree: xr.DataTree, prepared: xr.DataTree, config, provenance) -> xr.Dataset:
-    """The root group of a results file: the tree's own (prepared) root, the provenance
-    attributes and, if it holds no data, the note that says where the results are."""
-    root = prepared.to_dataset(inherit=False)
-    root.attrs.update(_provenance_attrs(tree, config, provenance))
-    if not root.data_vars:
-        root[ROOT_NOTE] = _root_note(tree)
-        root.attrs = {ROOT_NOTE: "results in groups: saffron_xr.open_results(path)", **root.attrs}
-    return root
-
-
-def write_windows(
-    windows,
-    path,
-    *,
-    attrs=None,
-    config=None,
-    provenance: Mapping | None = None,
-    compression: str | None = "zstd",
-    compression_level: int | None = None,
-    overwrite: bool = True,
-    ahead: int = 1,
-) -> Path:
-    """Write per-window results to one netCDF4 file window by window, as they come.
-
-    The file is the one :func:`to_netcdf` writes (a group per window, same encoding,
-    attributes and provenance, written atomically), for results made one window at a time:
-    ``windows`` yields ``(name, Dataset)`` pairs. Each window is computed on a thread of its
-    own as soon as it comes, up to ``ahead`` windows beyond the one being written, and the
-    windows are written in order as they finish. Whatever makes the next windows
-    meanwhile (a batch run builds them, with their noise calibrations and model guesses,
-    on other threads) overlaps the fits of the earlier ones, and the cores stay busy across
-    the end of one window and the start of the next, where :func:`to_netcdf` needs every
-    window built before the first fit starts. The root group (provenance from every
-    window written, and ``attrs``) is written last; the file appears under its final name
-    only when all of it is there, and an exception raised by ``windows`` or by a
-    computation removes the temporary file and propagates.
-
-    Parameters
-    ----------
-    windows : iterable of (str, xarray.Dataset)
-        Group name and results of each window, in the order of the groups in the file.
-    path : str or path-like
-        Destination file (netCDF4). Its folder must exist.
-    attrs : mapping, or callable returning one, optional
-        Root attributes of the results (what the root of a results DataTree holds). A
-        callable is called after the last window, for attributes known only then (e.g.
-        the windows that failed).
-    config, provenance, compression, compression_level, overwrite
-        As for :func:`to_netcdf`.
-    ahead : int, default 1
-        Windows computed (into memory) beyond the one being written; 0: each window is
-        computed while it is written, chunk by chunk, one window at a time (the least
-        memory: only the chunks in flight). With dask's threaded scheduler the windows in
-        flight share one pool of its threads (``num_workers``, by default one per core), so
-        the run uses no more threads than it was given; the synchronous scheduler
-        computes one window at a time (``ahead`` is then 0).
-
-    Returns
-    -------
-    pathlib.Path
-        The written file.
-    """
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
-
-    from .._compute import compute_datasets
-
-    path, _, level = _write_options(path, overwrite, "netcdf", compression, compression_level)
-    if int(ahead) < 0:
-        raise ValueError(f"ahead must be >= 0, got {ahead}")
-    kw = {"engine": "netcdf4", "format": "NETCDF4"}
-    ahead, compute_kwargs, shared = _in_flight(int(ahead))
-
-    def put(part: Path, name: str, ds: xr.Dataset) -> None:
-        one, encoding = _prepare(
-            xr.DataTree.from_dict({f"/{name}": ds}), level, "netcdf", compression
-        )
-        node = one[name]
-        node.to_dataset(inherit=False).to_netcdf(
-            part, mode="a", group=name, encoding=encoding.get(node.path), **kw
-        )
-
-    def write(part: Path, pool) -> None:
-        xr.Dataset().to_netcdf(part, mode="w", **kw)
-        written = {}
-        pending = deque()
-        for name, ds in windows:
-            written[f"/{name}"] = ds
-            if pool is None:
-                put(part, name, ds)
-                continue
-            pending.append((name, pool.submit(compute_datasets, ds, **compute_kwargs)))
-            while len(pending) > ahead:
-                name, fut = pending.popleft()
-                put(part, name, fut.result()[0])
-        while pending:
-            name, fut = pending.popleft()
-            put(part, name, fut.result()[0])
-        root_attrs = dict((attrs() if callable(attrs) else attrs) or {})
-        tree = xr.DataTree.from_dict({"/": xr.Dataset(attrs=root_attrs), **written})
-        prepared, _ = _prepare(tree, level, "netcdf", compression)
-        _root_dataset(tree, prepared, config, provenance).to_netcdf(part, mode="a", **kw)
-
-    if ahead == 0:
-        return write_atomically(path, lambda part: _without_chunk_cache(lambda: write(part, None)))
-    pool = ThreadPoolExecutor(ahead + 1, thread_name_prefix="saffron-write")
-    try:
-        return write_atomically(path, lambda part: _without_chunk_cache(lambda: write(part, pool)))
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-        if shared is not None:
-            shared.shutdown(wait=False, cancel_futures=True)
-
-
-def _in_flight(ahead: int):
-    """(ahead, keywords of each window's ``dask.compute``, shared pool or None) for the
-    active scheduler: the threaded scheduler's windows share one pool of ``num_workers``
-    threads; the synchronous one computes a window at a time; others (a distributed
-    client) schedule the windows' tasks themselves."""
-    import dask
-    import dask.local
-    import dask.threaded
-    from dask.base import get_scheduler
-    from dask.system import CPU_COUNT
-
-    if ahead == 0:
-        return 0, {}, None
-    get = get_scheduler()
-    if get is dask.local.get_sync:
-        return 0, {}, None
-    if get is None or get is dask.threaded.get:
-        from concurrent.futures import ThreadPoolExecutor
-
-        n = dask.config.get("num_workers", None) or CPU_COUNT
-        shared = ThreadPoolExecutor(int(n), thread_name_prefix="saffron-compute")
-        return ahead, {"scheduler": "threads", "pool": shared}, shared
-    return ahead, {}, None
 
 
 #: Name of the scalar text variable in the root group of a results file that tells

@@ -1,11 +1,8 @@
 """One input file from start to written results: the unit of work of a campaign.
 
-:func:`process_file` opens the file, builds its windows (:mod:`~saffron_xr.pipeline.steps`),
+:func:`process_file` opens the file, runs :func:`~saffron_xr.pipeline.steps.process_tree`,
 writes the results (atomically), the requested products and the FIP maps, and returns a small
-:class:`~saffron_xr.pipeline.summary.FileResult`; a failure is returned, never raised. With the
-threaded scheduler the windows are built, fitted and written one by one, overlapping
-(``io.netcdf.write_windows``): on a 9-window raster the first fits start after about 1 s
-instead of after every window is built and the whole graph optimised (about 6 s).
+:class:`~saffron_xr.pipeline.summary.FileResult`; a failure is returned, never raised.
 :func:`process_file_on_worker` is the same, run as a task on a distributed worker with the
 worker's own threads: the worker writes, the client receives only the FileResult.
 """
@@ -26,7 +23,7 @@ from .._compute import compute_datasets
 from ..errors import SpiceFileError
 from . import resume
 from .config import config_json
-from .steps import count_status, every_window_failed, iter_windows, process_tree, window_names
+from .steps import count_status, process_tree
 from .summary import FileResult
 
 __all__ = ["process_file", "process_file_on_worker", "warm_kernels"]
@@ -122,85 +119,30 @@ def _fip(cfg, out: Path) -> tuple[str | None, str]:
     return (str(made) if made is not None else None), ""
 
 
-def _codec(cfg):
-    codec = cfg["output"].get("compression", "zstd")
-    return None if codec in ("none", None) else codec
-
-
 def _write_results(cfg, results, out_path: Path, progress: bool, stop, compute_first) -> None:
     from ..io.netcdf import to_netcdf
 
     fmt = cfg["output"].get("format")
+    codec = cfg["output"].get("compression", "zstd")
+    codec = None if codec in ("none", None) else codec
     if _in_process_scheduler() and not compute_first:
-        # to_netcdf computes the windows while it writes them: only the chunks in flight
-        # are in memory, never all the results
-        with _progress(progress), NETCDF_LOCK:
-            to_netcdf(results, out_path, config=cfg, format=fmt, compression=_codec(cfg))
+        # to_netcdf computes the windows one by one while it writes them: only the chunks
+        # in flight and one window's variables are in memory, never all the results
+        ctx = contextlib.nullcontext()
+        if progress:
+            from dask.diagnostics import ProgressBar
+
+            ctx = ProgressBar(minimum=1.0)
+        with ctx, NETCDF_LOCK:
+            to_netcdf(results, out_path, config=cfg, format=fmt, compression=codec)
         return
-    # other files are in flight in this process (netCDF writes go one at a time), or computed
-    # on a cluster whose workers may not share this file system (output.shared_filesystem:
+    # other files are in flight in this process (netCDF writes one at a time), or computed on
+    # a cluster whose workers may not share this file system (output.shared_filesystem:
     # false): compute the results, then write them
     computed = _compute_tree(results)
     _check_stop(stop)
     with NETCDF_LOCK:
-        to_netcdf(computed, out_path, config=cfg, format=fmt, compression=_codec(cfg))
-
-
-def _progress(progress: bool):
-    """dask's progress bar (for an in-process scheduler) if asked for."""
-    if not progress:
-        return contextlib.nullcontext()
-    from dask.diagnostics import ProgressBar
-
-    return ProgressBar(minimum=1.0)
-
-
-def _streamed(cfg, out_path: Path, compute_first: bool) -> bool:
-    """Whether the windows are built, fitted and written one by one (`_stream_results`):
-    netCDF output, computed in this process, no other file in flight here."""
-    from ..io.netcdf import _resolve_format
-
-    fmt = _resolve_format(cfg["output"].get("format"), out_path)
-    return fmt == "netcdf" and _in_process_scheduler() and not compute_first
-
-
-def _stream_results(cfg, tree, catalog, attrs, out_path: Path, progress: bool, stop) -> dict:
-    """Build, fit and write the windows of an opened file one by one (netCDF, in-process
-    scheduler): each window is computed as soon as it is built, into memory and up to one
-    window ahead of the one being written (`write_windows`), while the next windows are
-    built (noise calibration, model guess) on other threads. Products of an earlier run are
-    removed once the last window is built, before the file takes its final name.
-    Returns the failed windows (name -> reason)."""
-    from ..io.netcdf import write_windows
-
-    names = window_names(cfg, tree)
-    failed: dict[str, str] = {}
-
-    def windows():
-        done = 0
-        for name, ds, error in iter_windows(cfg, tree, catalog):
-            if ds is None:
-                failed[name] = error
-                log.warning("window %s failed: %s", name, error)
-                continue
-            _check_stop(stop)
-            yield name, ds
-            done += 1
-        if not done:
-            raise every_window_failed(failed)
-        _check_stop(stop)
-        # products of an earlier run must not outlive results they no longer match
-        for paths in resume.products(cfg, out_path, names).values():
-            for p in paths:
-                p.unlink(missing_ok=True)
-
-    def root_attrs():
-        return {**attrs, "failed_windows": failed} if failed else attrs
-
-    with _progress(progress), NETCDF_LOCK:
-        write_windows(windows(), out_path, attrs=root_attrs, config=cfg,
-                      compression=_codec(cfg))  # fmt: skip
-    return failed
+        to_netcdf(computed, out_path, config=cfg, format=fmt, compression=codec)
 
 
 def _process(cfg, path, catalog, progress, stop=None, compute_first=False) -> FileResult:
@@ -210,9 +152,9 @@ def _process(cfg, path, catalog, progress, stop=None, compute_first=False) -> Fi
     identity = resume.input_identity(path)
     tree = open_spice(path, chunks=dict(cfg["chunks"]), dumbbells=cfg["windows"]["dumbbells"])
     out_path = resume.output_path(cfg, path)
+    results = process_tree(cfg, tree, catalog)
     fp = resume.fingerprint(cfg)
-    attrs = dict(tree.attrs)
-    attrs.update(
+    results.attrs.update(
         saffron_xr_version=fp["saffron_xr_version"],
         configuration=config_json(cfg),
         saffron_xr_fingerprint=json.dumps(fp, sort_keys=True),
@@ -220,19 +162,13 @@ def _process(cfg, path, catalog, progress, stop=None, compute_first=False) -> Fi
         input_files=path.name,
         saffron_xr_complete=1,
     )
+    failed_windows = dict(results.attrs.get("failed_windows", {}))
+    # products of an earlier run must not outlive results they no longer match
+    for paths in resume.products(cfg, out_path, results.children).values():
+        for p in paths:
+            p.unlink(missing_ok=True)
     _check_stop(stop)
-    if _streamed(cfg, out_path, compute_first):
-        failed_windows = _stream_results(cfg, tree, catalog, attrs, out_path, progress, stop)
-    else:
-        results = process_tree(cfg, tree, catalog)
-        failed_windows = dict(results.attrs.get("failed_windows", {}))
-        results.attrs.update(attrs)
-        # products of an earlier run must not outlive results they no longer match
-        for paths in resume.products(cfg, out_path, results.children).values():
-            for p in paths:
-                p.unlink(missing_ok=True)
-        _check_stop(stop)
-        _write_results(cfg, results, out_path, progress, stop, compute_first)
+    _write_results(cfg, results, out_path, progress, stop, compute_first)
     summary = _write_products(cfg, out_path)
     fip_output, fip_note = _fip(cfg, out_path)
     return FileResult(

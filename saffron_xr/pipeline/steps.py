@@ -333,36 +333,39 @@ def _build_threads(n_units: int) -> int:
     return max(1, min(n_units, int(n), 4))
 
 
-def _map_windows(build, units):
-    """``build(u)`` for each of ``units``, yielded in that order, on `_build_threads` threads.
+def _map_windows(build, units) -> list:
+    """``[build(u) for u in units]``, in that order, on `_build_threads` threads.
 
     Building a window computes its small statistics passes (noise calibration, mean
     spectrum for the model guess), mostly numpy that releases the GIL: on a 9-window
-    composition raster that is ~13 s of serial work before the first fit starts. Every
-    unit is submitted at once, so later windows are built while the caller uses (e.g.
-    fits and writes) the earlier ones. On Ctrl-C, or when the caller stops early, the
-    windows not started are dropped and the interrupt propagates at once.
+    composition raster that is ~13 s of serial work before the first fit starts. On Ctrl-C
+    the windows not started are dropped and the interrupt propagates at once.
     """
     n_threads = _build_threads(len(units))
     if n_threads == 1:
-        for u in units:
-            yield build(u)
-        return
+        return [build(u) for u in units]
     from concurrent.futures import ThreadPoolExecutor
 
     pool = ThreadPoolExecutor(n_threads, thread_name_prefix="saffron-window")
     try:
-        futures = [pool.submit(build, u) for u in units]
-        for fut in futures:
-            yield fut.result()
-    except BaseException:  # (GeneratorExit included: the caller stopped)
+        built = list(pool.map(build, units))
+    except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown()
+    return built
 
 
-def _units(cfg: dict, tree: xr.DataTree) -> list[list[str]]:
-    """The fit units of a file: each selected window alone, then each fuse group."""
+def process_tree(cfg: dict, tree: xr.DataTree, catalog=None) -> xr.DataTree:
+    """Lazy results for every selected window of an opened file (a DataTree like the input).
+
+    Windows listed together in ``cfg["fuse"]`` are fitted as one (node name: their node
+    names joined by ``+``) and not on their own. A window that cannot be prepared or modelled
+    (e.g. no catalog line in its range) fails alone: the others are fitted, and the failed
+    ones are listed with their reasons in the root attribute ``failed_windows`` (a mapping
+    node name -> reason). If every window fails, a ValueError lists them all.
+    """
+    catalog = catalog if catalog is not None else load_catalog(cfg)
     pairs = [(n, c.dataset.attrs.get("EXTNAME", n)) for n, c in tree.children.items()]
     names = _selected(cfg, pairs)
     if not names:
@@ -372,26 +375,7 @@ def _units(cfg: dict, tree: xr.DataTree) -> list[list[str]]:
         )
     groups = _fuse_groups(cfg, tree)
     in_groups = {n for g in groups for n in g}
-    return [[n] for n in names if n not in in_groups] + groups
-
-
-def window_names(cfg: dict, tree: xr.DataTree) -> list[str]:
-    """The node names of the results of an opened file (in the order of `iter_windows`):
-    the selected windows, a fuse group's windows joined by ``+``."""
-    return [u[0] if len(u) == 1 else _fused_name(u) for u in _units(cfg, tree)]
-
-
-def iter_windows(cfg: dict, tree: xr.DataTree, catalog=None):
-    """Lazy results of each window of an opened file, as ``(name, Dataset, None)``, or
-    ``(name, None, reason)`` for a window that cannot be prepared or modelled, in the
-    order of `window_names`.
-
-    The windows are built on threads ahead of the caller (`_map_windows`): a caller that
-    computes each window as it comes overlaps those computations with the building of
-    the next windows. Raises ValueError at once if no window is selected.
-    """
-    catalog = catalog if catalog is not None else load_catalog(cfg)
-    units = _units(cfg, tree)
+    units = [[n] for n in names if n not in in_groups] + groups
 
     def build(unit):
         name = unit[0] if len(unit) == 1 else _fused_name(unit)
@@ -405,33 +389,19 @@ def iter_windows(cfg: dict, tree: xr.DataTree, catalog=None):
             extname = tree[unit[0]].dataset.attrs.get("EXTNAME") if len(unit) == 1 else None
             return name, None, _window_error(exc, name, extname)
 
-    yield from _map_windows(build, units)
-
-
-def every_window_failed(failed: dict) -> ValueError:
-    """The error of a file none of whose windows could be fitted."""
-    return ValueError("every window failed: " + "; ".join(f"{n}: {r}" for n, r in failed.items()))
-
-
-def process_tree(cfg: dict, tree: xr.DataTree, catalog=None) -> xr.DataTree:
-    """Lazy results for every selected window of an opened file (a DataTree like the input).
-
-    Windows listed together in ``cfg["fuse"]`` are fitted as one (node name: their node
-    names joined by ``+``) and not on their own. A window that cannot be prepared or modelled
-    (e.g. no catalog line in its range) fails alone: the others are fitted, and the failed
-    ones are listed with their reasons in the root attribute ``failed_windows`` (a mapping
-    node name -> reason). If every window fails, a ValueError lists them all.
-    """
+    built = _map_windows(build, units)
     out = xr.DataTree(xr.Dataset(attrs=dict(tree.attrs)))
     failed = {}
-    for name, ds, error in iter_windows(cfg, tree, catalog):
+    for name, ds, error in built:
         if ds is None:
             failed[name] = error
             log.warning("window %s failed: %s", name, error)
             continue
         out[name] = xr.DataTree(ds)
     if not out.children:
-        raise every_window_failed(failed)
+        raise ValueError(
+            "every window failed: " + "; ".join(f"{n}: {r}" for n, r in failed.items())
+        )
     if failed:
         out.attrs["failed_windows"] = failed
     return out
