@@ -804,11 +804,12 @@ def _linear_update(q, n, smp, mdl, pfull, jac, delta):
 
 @_jit
 def _rescaled_normal_equations(q, pfull_old, mdl, pfull, jac, delta, free_kind, scale_of):
-    """J^T J and J^T r after `_linear_update` changed the linear parameters by delta, from
-    those before it, without touching the samples: the rows of amplitudes and background
-    do not depend on the linear parameters, those of a line's centroid and width are
-    proportional to its amplitude (factor s = A_new / A_old), and r_new = r - J^T delta:
-    J^T r_new = S (J^T r - (J^T J) delta), J^T J_new = S (J^T J) S.
+    """J, J^T J and J^T r after `_linear_update` changed the linear parameters by delta,
+    from those before it, without touching the samples: the rows of amplitudes and
+    background do not depend on the linear parameters, those of a line's centroid and width
+    are proportional to its amplitude (factor s = A_new / A_old), and r_new = r - J^T delta
+    (J: one row per free parameter): J_new = S J, J^T r_new = S (J^T r - (J^T J) delta),
+    J^T J_new = S (J^T J) S. J itself is kept current because `_reweight_carry` reuses it.
 
     Returns False (nothing changed) where that does not hold exactly: a centroid or width
     shared by several lines (ties), a line whose old amplitude is zero, or a soft-minimum
@@ -847,7 +848,7 @@ def _rescaled_normal_equations(q, pfull_old, mdl, pfull, jac, delta, free_kind, 
     for a in range(nfree):
         for b in range(nfree):
             jtj[a, b] *= scale_of[a] * scale_of[b]
-        if scale_of[a] != 1.0:  # J itself too: its rows are reused by `_reweight_carry`
+        if scale_of[a] != 1.0:
             row = jmat[a]
             for i in range(int(clo[a]), int(chi[a])):
                 row[i] *= scale_of[a]
