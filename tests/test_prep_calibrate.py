@@ -193,3 +193,96 @@ def test_runner_records_the_calibration(ne8_file, calibrate):
         assert "MAD" in out.attrs["noise_calibration_method"]
     else:
         assert "noise_floor_ratio" not in out.attrs
+
+
+# ----------------------------------------------------------------- the compiled statistics
+
+
+def test_second_differences_match_the_formula_sample_by_sample():
+    """Every standardised difference and photon fraction, in order, against loops written
+    from the method's definition (NaN samples and a zero-variance sample dropped)."""
+    from saffron_xr.prep._calibrate_kernels import second_differences
+
+    rng = np.random.default_rng(3)
+    ny, nw, nr = 13, 11, 3
+    values = rng.normal(2.0, 1.0, (ny, nw, nr))
+    values[4, 5, 1] = np.nan
+    signal = np.abs(rng.normal(1.0, 0.5, (ny, nw, nr)))
+    photon = rng.uniform(0.1, 0.5, (ny, nw, nr))
+    floor = rng.uniform(0.2, 0.4, (ny, nw, nr))
+    photon[7, 2, 0] = 0.0
+    floor[7, 2, 0] = 0.0
+    signal[7, 2, 0] = 0.0  # a difference centred here still has its neighbours' variance
+    floor[[5, 9], 2, 0] = 0.0
+    photon[[5, 9], 2, 0] = 0.0  # ...and this one (along y, lag 2) has none: dropped
+    for axis in (0, 1):
+        expected_z, expected_phi = [], []
+        for lag in (2, 3):
+            step = np.zeros(3, int)
+            step[axis] = lag
+            for i in range(ny):
+                for j in range(nw):
+                    for k in range(nr):
+                        lo = (i - step[0], j - step[1], k)
+                        hi = (i + step[0], j + step[1], k)
+                        if min(lo) < 0 or hi[0] >= ny or hi[1] >= nw:
+                            continue
+                        d = values[i, j, k] - (values[lo] + values[hi]) / 2
+                        pv = (
+                            photon[i, j, k] * signal[i, j, k]
+                            + (photon[lo] * signal[lo] + photon[hi] * signal[hi]) / 4
+                        )
+                        var = pv + floor[i, j, k] + (floor[lo] + floor[hi]) / 4
+                        if np.isfinite(d) and var > 0:
+                            expected_z.append(d / np.sqrt(var))
+                            expected_phi.append(pv / var)
+        z, phi = second_differences(values, signal, photon, floor, axis, np.array([2, 3]))
+        assert len(z) == len(expected_z) == len(phi)
+        np.testing.assert_allclose(z, expected_z, rtol=1e-14)
+        np.testing.assert_allclose(phi, expected_phi, rtol=1e-14)
+    # the difference centred on (7, 2, 0) along y at lag 2 is the one with no variance
+    assert len(expected_z) < (ny - 4) * nw * nr + (ny - 6) * nw * nr
+
+
+def test_binned_robust_variance_matches_numpy_medians_per_bin():
+    """Bins by edges (out-of-range values in the end bins), the count threshold, and
+    (1.4826 MAD)**2 against numpy's median, with odd and even counts and ties."""
+    from saffron_xr.prep._calibrate_kernels import binned_robust_variance
+
+    rng = np.random.default_rng(4)
+    phi = np.concatenate([rng.uniform(0.0, 1.0, 5001), [-0.5, 1.5], np.full(300, 0.45)])
+    z = rng.standard_normal(phi.size) * (1.0 + phi)
+    z[-300:] = np.round(z[-300:], 1)  # ties
+    edges = np.array([0.0, 0.1, 0.3, 0.45, 0.46, 0.7, 0.99, 1.0])
+    rows = binned_robust_variance(z, phi, edges, 200, 1.4826)
+    index = np.clip(np.digitize(phi, edges) - 1, 0, len(edges) - 2)
+    expected = []
+    for b in range(len(edges) - 1):
+        zb = z[index == b]
+        if zb.size < 200:
+            continue
+        mad = np.median(np.abs(zb - np.median(zb)))
+        expected.append((b, phi[index == b].mean(), (1.4826 * mad) ** 2, zb.size))
+    expected = np.array(expected)
+    assert len(expected) < len(edges) - 1  # the bin 0.99-1.0 has too few values: left out
+    assert {int(c) % 2 for c in expected[:, 3]} == {0, 1}
+    np.testing.assert_array_equal(rows[:, [0, 3]], expected[:, [0, 3]])
+    np.testing.assert_allclose(rows[:, 1], expected[:, 1], rtol=1e-13)
+    np.testing.assert_array_equal(rows[:, 2], expected[:, 2])  # medians are exact
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 10, 101, 1000])
+def test_median_in_place_is_numpys_median(n):
+    from saffron_xr.prep._calibrate_kernels import _median_in_place
+
+    rng = np.random.default_rng(n)
+    for data in (
+        rng.standard_normal(n),
+        rng.integers(0, 3, n).astype(float),  # many ties
+        np.sort(rng.standard_normal(n)),
+        np.sort(rng.standard_normal(n))[::-1].copy(),
+    ):
+        padded = np.concatenate([[1e9, -1e9], data, [-1e9]])  # outside the range: untouched
+        assert _median_in_place(padded, 2, 2 + n) == np.median(data)
+        assert padded[0] == 1e9 and padded[1] == -1e9 and padded[-1] == -1e9
+        np.testing.assert_array_equal(np.sort(padded[2 : 2 + n]), np.sort(data))

@@ -7,11 +7,11 @@ numba code only (no xarray); `_kernels` composes these into the per-pixel fit an
 from __future__ import annotations
 
 import math
-import os
 
 import numba
 import numpy as np
 
+from .._numba_flags import CACHE, env_flag
 from ._kernel_layout import (  # noqa: F401
     SPEC_DEGREE,
     SPEC_HEADER,
@@ -52,18 +52,11 @@ _MOMENT_SNR = 5.0
 _MOMENT_TRUNCATION = 0.9113
 
 
-def _env_flag(name: str, default: bool) -> bool:
-    value = os.environ.get(name, "").strip().lower()
-    if not value:
-        return default
-    return value in ("1", "true", "yes", "on")
-
-
 # fastmath without "nnan"/"ninf": NaN samples and infinite bounds keep their meaning.
 _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 _FLAGS = {
-    "fastmath": _FASTMATH if _env_flag("SAFFRON_NUMBA_FASTMATH", False) else False,
-    "cache": _env_flag("SAFFRON_NUMBA_CACHE", True),
+    "fastmath": _FASTMATH if env_flag("SAFFRON_NUMBA_FASTMATH", False) else False,
+    "cache": CACHE,
 }
 _jit = numba.njit(nogil=True, **_FLAGS)
 

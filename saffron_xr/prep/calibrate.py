@@ -168,8 +168,9 @@ def calibrate_noise_terms(
         composition raster (832 x 192, noise drawn from the model, so both true ratios are
         1) the spread over windows is set by the windows' structure, not by the sample
         size: floor 1.006-1.027 and signal 0.966-1.003 with 500 k samples, 1.005-1.024 and
-        0.954-0.997 with 1 M, 1.006-1.024 and 0.972-0.997 with 2 M, for 0.22, 0.48 and
-        0.96 CPU-s per window (AMD EPYC; ``benchmarks/bench_noise_calibration.py --sizes``). On the real Ly-gamma/C III raster (with its own
+        0.954-0.997 with 1 M, 1.006-1.024 and 0.972-0.997 with 2 M, for 0.15, 0.27 and
+        0.56 CPU-s per window, most of it in compiled code that releases the GIL (AMD EPYC;
+        ``benchmarks/bench_noise_calibration.py --sizes``). On the real Ly-gamma/C III raster (with its own
         uncertainty) 500 k vs 1 M samples move the floor ratio from 0.332 to 0.329 and the
         signal ratio from 1.331 to 1.351.
     radcal, xposure, nbin2, nbin3, detector, dark_factor
@@ -440,12 +441,6 @@ def _subsample(radiance: xr.DataArray, max_samples: int):
     return sub, sel, description
 
 
-def _shifted(a: np.ndarray, axis: int, start: int, stop: int | None) -> np.ndarray:
-    index = [slice(None)] * a.ndim
-    index[axis] = slice(start, stop)
-    return a[tuple(index)]
-
-
 def _local_signal(values: np.ndarray) -> np.ndarray:
     """Signal estimate per sample: NaN-aware running mean along ``y`` (axis 0), clipped at 0.
 
@@ -472,50 +467,12 @@ def _local_signal(values: np.ndarray) -> np.ndarray:
     return np.clip(mean, 0.0, None)
 
 
-def _standardised_differences(values, signal, photon, floor, axis, lag):
-    """Second differences at ``lag`` along ``axis`` divided by their model sigma; phi."""
-    n = values.shape[axis]
-    if n <= 2 * lag:
-        return np.empty(0), np.empty(0)
-    parts = []
-    for arr in (values, signal, photon, floor):
-        parts.append(
-            (
-                _shifted(arr, axis, lag, n - lag),
-                _shifted(arr, axis, 0, n - 2 * lag),
-                _shifted(arr, axis, 2 * lag, None),
-            )
-        )
-    (c, m, p), (sc, sm, sp), (pc, pm, pp), (fc, fm, fp) = parts
-    d = c - 0.5 * (m + p)
-    photon_var = pc * sc + 0.25 * (pm * sm + pp * sp)
-    total = photon_var + fc + 0.25 * (fm + fp)
-    ok = np.isfinite(d) & np.isfinite(total) & (total > 0)
-    return d[ok] / np.sqrt(total[ok]), photon_var[ok] / total[ok]
-
-
-def _robust_variance(z: np.ndarray) -> float:
-    return float((_MAD_TO_SIGMA * np.median(np.abs(z - np.median(z)))) ** 2)
-
-
 def _binned(z, phi, edges):
-    """Rows (bin index, mean phi, robust variance of z, count) of the populated bins."""
-    n_bins = len(edges) - 1
-    index = np.clip(np.searchsorted(edges, phi, side="right") - 1, 0, n_bins - 1)
-    # one stable sort by bin (a radix sort for 16-bit keys) instead of a mask per bin
-    order = np.argsort(index.astype(np.int16), kind="stable")
-    z, phi = z[order], phi[order]
-    stops = np.cumsum(np.bincount(index, minlength=n_bins))
-    rows = []
-    start = 0
-    for k, stop in enumerate(stops):
-        count = int(stop - start)
-        if count >= _MIN_BIN_COUNT:
-            rows.append(
-                (k, float(np.mean(phi[start:stop])), _robust_variance(z[start:stop]), count)
-            )
-        start = stop
-    return np.array(rows, dtype=float).reshape(-1, 4)
+    """Rows (bin index, mean phi, robust variance of z, count) of the populated bins
+    (at least `_MIN_BIN_COUNT` values); the robust variance is ``(1.4826 MAD)**2``."""
+    from ._calibrate_kernels import binned_robust_variance
+
+    return binned_robust_variance(z, phi, edges, _MIN_BIN_COUNT, _MAD_TO_SIGMA)
 
 
 def _floor_ratio(bins, a: float) -> float:
@@ -535,15 +492,16 @@ def _weighted_median(values, weights) -> float:
 
 def _measure(values, photon, floor, lags) -> dict:
     """Floor and signal variance ratios from the subsample (dims y, wavelength, ...)."""
-    per_dir = {}
+    from ._calibrate_kernels import second_differences
+
     signal = _local_signal(values)
-    for axis, dim in enumerate(_DIMS):
-        zs, phis = [], []
-        for lag in lags:
-            z, phi = _standardised_differences(values, signal, photon, floor, axis, lag)
-            zs.append(z)
-            phis.append(phi)
-        per_dir[dim] = (np.concatenate(zs), np.concatenate(phis))
+    # (y, wavelength, rest), float64 and contiguous: one compiled version of the kernel
+    arrays = [
+        np.ascontiguousarray(a, dtype=np.float64).reshape(a.shape[0], a.shape[1], -1)
+        for a in (values, signal, photon, floor)
+    ]
+    lag_array = np.asarray(lags, dtype=np.int64)
+    per_dir = {dim: second_differences(*arrays, axis, lag_array) for axis, dim in enumerate(_DIMS)}
     all_phi = np.concatenate([p for _, p in per_dir.values()])
     if all_phi.size < 10 * _MIN_BIN_COUNT:
         raise ValueError(
