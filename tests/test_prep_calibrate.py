@@ -286,3 +286,18 @@ def test_median_in_place_is_numpys_median(n):
         assert _median_in_place(padded, 2, 2 + n) == np.median(data)
         assert padded[0] == 1e9 and padded[1] == -1e9 and padded[-1] == -1e9
         np.testing.assert_array_equal(np.sort(padded[2 : 2 + n]), np.sort(data))
+
+
+def test_warm_kernels_compiles_the_calibration_statistics_for_the_types_used():
+    """After ``warm_kernels`` (run on every cluster worker), a calibration compiles nothing
+    new: the warmed signatures are the ones `_measure` calls (contiguous float64 cubes,
+    int64 lags)."""
+    from saffron_xr.pipeline.filejob import warm_kernels
+    from saffron_xr.prep import _calibrate_kernels as ck
+
+    warm_kernels("float32")
+    before = (list(ck.second_differences.signatures), list(ck.binned_robust_variance.signatures))
+    assert before[0] and before[1]
+    sx.calibrate_noise_terms(_cube(1.0, 1.0, seed=5, ny=120, nx=4, nw=30))
+    after = (list(ck.second_differences.signatures), list(ck.binned_robust_variance.signatures))
+    assert after == before

@@ -344,14 +344,16 @@ def process_file_on_worker(
 
 
 def warm_kernels(dtype: str = "float32", adaptive: bool = False) -> float:
-    """Build the fit kernel in this process (loaded from numba's on-disk cache when it is
-    warm); returns the seconds it took.
+    """Build the fit kernel and the noise calibration's compiled statistics in this process
+    (loaded from numba's on-disk cache when it is warm); returns the seconds it took.
 
     Run once per worker at the start of a campaign (SPICE L2 data are float32), so that
     the files in flight on a worker never wait on each other's compilation.
     """
     from ..fit import _kernels
+    from ..prep import _calibrate_kernels
 
     t0 = time.perf_counter()
     (_kernels.adaptive_gufunc if adaptive else _kernels.fit_gufunc)(dtype)
+    _calibrate_kernels.warm()
     return time.perf_counter() - t0

@@ -167,3 +167,11 @@ def _median_in_place(a, lo, hi):
     for t in range(lo + 1, k):  # the largest value before k
         lower = max(lower, a[t])
     return (lower + upper) / 2.0
+
+
+def warm() -> None:
+    """Compile (or load from numba's disk cache) the functions of this module, on tiny
+    inputs of the types the calibration uses."""
+    cube = np.ones((5, 5, 1))
+    z, phi = second_differences(cube, cube, cube, cube, 0, np.array([2], dtype=np.int64))
+    binned_robust_variance(z, phi, np.array([0.0, 1.0]), 1, 1.0)
