@@ -8,7 +8,9 @@ run inflates the memory figures):
 * ``threads``: ``run()`` with the threaded scheduler on all cores; the numba compilation is
   timed first and separately (add it for a cold start); then, in the same process, the fits
   alone on the same windows (prepared inputs and guessed models held in memory, not timed),
-  for the ratio whole run / fit alone (issue 13: <= 1.3);
+  for the ratio whole run / fit alone (issue 13: <= 1.3); ``--threads 1`` gives the same
+  on one thread (AMD EPYC, 2026-11-29: 36.9 s against 28.0 s, 1.32; on both cores 1.47-1.49:
+  the difference is time when a core is idle, mostly while the windows are prepared);
 * ``local``: a ``distributed.LocalCluster`` of 2 worker processes x 1 thread; cluster start and
   the workers' numba compilation are timed separately, then ``run()`` uses the cluster.
 
@@ -26,7 +28,8 @@ Acceptance (issue 7), 2 cores: under 60 s wall on threads, peak RSS under 1.5 GB
 
 Run::
 
-    python benchmarks/bench_end_to_end.py [--profile] [--only threads|local] [--ny N --nx N]
+    python benchmarks/bench_end_to_end.py [--profile] [--only threads|local] [--threads N]
+        [--ny N --nx N]
 """
 
 from __future__ import annotations
@@ -200,7 +203,7 @@ def _fit_alone(cfg: dict) -> dict:
         return {"wall_s": time.perf_counter() - t, "cpu_s": time.process_time() - c}
 
 
-def child(mode: str, path: Path, workdir: Path, profile: bool) -> dict:
+def child(mode: str, path: Path, workdir: Path, profile: bool, threads: int | None) -> dict:
     import saffron_xr  # noqa: F401  (import time is not part of the figures)
     from saffron_xr.fit import _kernels
     from saffron_xr.pipeline.filejob import warm_kernels
@@ -213,7 +216,7 @@ def child(mode: str, path: Path, workdir: Path, profile: bool) -> dict:
         warm_kernels("float32")  # the fits (SPICE L2: float32), the noise calibration
         _kernels.fit_gufunc("float64")  # the guesses
         report["numba_compile_s"] = time.perf_counter() - t
-        n = machine()["nproc"]
+        n = threads or machine()["nproc"]
         cfg = _config(path, out, {"kind": "threads", "n_workers": n})
         sampler = PeakRSS()
         sampler.start()
@@ -265,12 +268,18 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="phase breakdown (threads)")
     parser.add_argument("--keep", help="work folder to keep (default: a temporary one)")
     parser.add_argument(
+        "--threads",
+        type=int,
+        help="threads of the threaded scheduler (default: one per core); 1 gives the "
+        "one-core figures and ratio",
+    )
+    parser.add_argument(
         "--child", nargs=3, metavar=("MODE", "FILE", "WORKDIR"), help=argparse.SUPPRESS
     )
     args = parser.parse_args()
     if args.child:
         mode, path, workdir = args.child
-        print(json.dumps(child(mode, Path(path), Path(workdir), args.profile)))
+        print(json.dumps(child(mode, Path(path), Path(workdir), args.profile, args.threads)))
         return
 
     from saffron_xr.testing import make_spice_l2
@@ -299,6 +308,8 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--child", mode, str(path), str(workdir)]
             if args.profile:
                 cmd.append("--profile")
+            if args.threads:
+                cmd += ["--threads", str(args.threads)]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
                 print(f"{mode}: FAILED\n{proc.stderr[-3000:]}")
