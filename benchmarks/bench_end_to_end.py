@@ -260,6 +260,13 @@ def child(mode: str, path: Path, workdir: Path, profile: bool, threads: int | No
     return report
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ny", type=int, default=832)
@@ -269,9 +276,9 @@ def main() -> None:
     parser.add_argument("--keep", help="work folder to keep (default: a temporary one)")
     parser.add_argument(
         "--threads",
-        type=int,
+        type=_positive,
         help="threads of the threaded scheduler (default: one per core); 1 gives the "
-        "one-core figures and ratio",
+        "one-core figures and ratio. The 'local' mode keeps its 2 workers x 1 thread",
     )
     parser.add_argument(
         "--child", nargs=3, metavar=("MODE", "FILE", "WORKDIR"), help=argparse.SUPPRESS
@@ -326,10 +333,11 @@ def main() -> None:
                 f"{r['n_converged'] / max(r['n_fitted'], 1):.1%}"
             )
             cpu = r["cpu_main_s"] + r["cpu_children_s"]
+            cores = args.threads if (mode == "threads" and args.threads) else machine()["nproc"]
             print(
                 f"  {'CPU time (s)':28s} {cpu:8.1f} (user + system, all processes; "
-                f"CPU time / nproc = {cpu / machine()['nproc']:.1f} s is the wall time an "
-                "idle machine would need at full parallel use)"
+                f"CPU time / {cores} = {cpu / cores:.1f} s is the wall time an idle machine "
+                "would need at full parallel use)"
             )
             print(f"  {'peak RSS main (MB)':28s} {r['peak_rss_main_mb']:8.0f}")
             if r["n_children"]:

@@ -245,30 +245,49 @@ def test_second_differences_match_the_formula_sample_by_sample():
 
 
 def test_binned_robust_variance_matches_numpy_medians_per_bin():
-    """Bins by edges (out-of-range values in the end bins), the count threshold, and
-    (1.4826 MAD)**2 against numpy's median, with odd and even counts and ties."""
+    """Bins by edges (values on an edge go to the bin above it, values outside the edges to
+    the end bins), the count threshold (a bin of exactly ``min_count`` values is kept, one
+    of ``min_count - 1`` is not), and (1.4826 MAD)**2 against numpy's median, with odd and
+    even counts and ties."""
     from saffron_xr.prep._calibrate_kernels import binned_robust_variance
 
     rng = np.random.default_rng(4)
-    phi = np.concatenate([rng.uniform(0.0, 1.0, 5001), [-0.5, 1.5], np.full(300, 0.45)])
+    edges = np.array([0.0, 0.1, 0.3, 0.45, 0.5, 0.7, 1.0])
+    # per bin: its phi values (counts 201, 200, 199, 350, 260, 230)
+    phi = np.concatenate(
+        [
+            np.concatenate([[-0.5, 0.0], rng.uniform(0.0, 0.1, 199)]),  # below the first edge
+            np.concatenate([[0.1], rng.uniform(0.1, 0.3, 199)]),  # exactly min_count
+            rng.uniform(0.3, 0.45, 199),  # one short: left out
+            np.full(350, 0.45),  # all on an edge
+            rng.uniform(0.5, 0.7, 260),
+            np.concatenate([[1.0, 1.5], rng.uniform(0.7, 1.0, 228)]),  # on / above the last
+        ]
+    )
+    expected_bin = np.repeat(np.arange(6), [201, 200, 199, 350, 260, 230])
     z = rng.standard_normal(phi.size) * (1.0 + phi)
-    z[-300:] = np.round(z[-300:], 1)  # ties
-    edges = np.array([0.0, 0.1, 0.3, 0.45, 0.46, 0.7, 0.99, 1.0])
+    z[expected_bin == 3] = np.round(z[expected_bin == 3], 1)  # ties
+    order = rng.permutation(phi.size)
+    phi, z, expected_bin = phi[order], z[order], expected_bin[order]
     rows = binned_robust_variance(z, phi, edges, 200, 1.4826)
-    index = np.clip(np.digitize(phi, edges) - 1, 0, len(edges) - 2)
     expected = []
     for b in range(len(edges) - 1):
-        zb = z[index == b]
+        zb = z[expected_bin == b]
         if zb.size < 200:
             continue
         mad = np.median(np.abs(zb - np.median(zb)))
-        expected.append((b, phi[index == b].mean(), (1.4826 * mad) ** 2, zb.size))
+        expected.append((b, phi[expected_bin == b].mean(), (1.4826 * mad) ** 2, zb.size))
     expected = np.array(expected)
-    assert len(expected) < len(edges) - 1  # the bin 0.99-1.0 has too few values: left out
-    assert {int(c) % 2 for c in expected[:, 3]} == {0, 1}
+    np.testing.assert_array_equal(expected[:, 0], [0, 1, 3, 4, 5])
     np.testing.assert_array_equal(rows[:, [0, 3]], expected[:, [0, 3]])
     np.testing.assert_allclose(rows[:, 1], expected[:, 1], rtol=1e-13)
-    np.testing.assert_array_equal(rows[:, 2], expected[:, 2])  # medians are exact
+    np.testing.assert_allclose(rows[:, 2], expected[:, 2], rtol=1e-15)  # medians are exact
+
+
+def test_an_empty_dimension_is_refused_by_name():
+    rad = _cube(1.0, 1.0, seed=6, ny=50, nx=2, nw=30).isel(y=slice(0, 0))
+    with pytest.raises(ValueError, match=r"no samples along \['y'\]"):
+        sx.calibrate_noise_terms(rad)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 10, 101, 1000])
@@ -288,16 +307,41 @@ def test_median_in_place_is_numpys_median(n):
         np.testing.assert_array_equal(np.sort(padded[2 : 2 + n]), np.sort(data))
 
 
-def test_warm_kernels_compiles_the_calibration_statistics_for_the_types_used():
-    """After ``warm_kernels`` (run on every cluster worker), a calibration compiles nothing
-    new: the warmed signatures are the ones `_measure` calls (contiguous float64 cubes,
-    int64 lags)."""
-    from saffron_xr.pipeline.filejob import warm_kernels
-    from saffron_xr.prep import _calibrate_kernels as ck
+def test_warm_kernels_compiles_the_calibration_statistics_for_the_types_used(tmp_path):
+    """In a fresh process (nothing compiled by earlier tests), after ``warm_kernels`` (run on
+    every cluster worker) a calibration compiles nothing new: neither with the header's
+    model terms nor with full-size read-only terms. The warmed signatures are the ones
+    `_measure` calls (contiguous, writable float64 cubes, int64 lags)."""
+    import subprocess
+    import sys
 
-    warm_kernels("float32")
-    before = (list(ck.second_differences.signatures), list(ck.binned_robust_variance.signatures))
-    assert before[0] and before[1]
-    sx.calibrate_noise_terms(_cube(1.0, 1.0, seed=5, ny=120, nx=4, nw=30))
-    after = (list(ck.second_differences.signatures), list(ck.binned_robust_variance.signatures))
-    assert after == before
+    script = tmp_path / "warm.py"
+    script.write_text(
+        "import numpy as np, xarray as xr\n"
+        "import saffron_xr as sx\n"
+        "from saffron_xr.prep import _calibrate_kernels as ck\n"
+        "from saffron_xr.pipeline.filejob import warm_kernels\n"
+        "def sigs():\n"
+        "    return (len(ck.second_differences.signatures),\n"
+        "            len(ck.binned_robust_variance.signatures))\n"
+        "assert sigs() == (0, 0), sigs()\n"
+        "warm_kernels('float32')\n"
+        "warmed = sigs()\n"
+        "assert warmed == (1, 1), warmed\n"
+        f"attrs = {ATTRS!r}\n"
+        "rng = np.random.default_rng(5)\n"
+        f"noise = rng.normal(0.0, {np.sqrt(FLOOR)!r}, (120, 4, 30))\n"
+        "rad = xr.DataArray(noise.astype(np.float32),\n"
+        "                   dims=('y', 'x', 'wavelength'), attrs=attrs)\n"
+        "sx.calibrate_noise_terms(rad)\n"
+        "full = np.ones((120, 30, 4))\n"
+        "terms = xr.Dataset(\n"
+        f"    {{'photon': (('y', 'wavelength', 'x'), {PHOTON!r} * full),\n"
+        f"     'floor': (('y', 'wavelength', 'x'), {FLOOR!r} * full)}})\n"
+        "sx.calibrate_noise_terms(rad, terms=terms)\n"
+        "assert sigs() == warmed, sigs()\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().endswith("ok")

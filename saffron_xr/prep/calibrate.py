@@ -198,6 +198,12 @@ def calibrate_noise_terms(
                 f"calibrate_noise_terms needs the dims {_DIMS} (differences along the slit "
                 f"and along wavelength); the radiance has dims {radiance.dims}"
             )
+    empty = [dim for dim in radiance.dims if radiance.sizes[dim] == 0]
+    if empty:
+        raise ValueError(
+            f"calibrate_noise_terms: the radiance has no samples along {empty} "
+            f"(sizes {dict(radiance.sizes)}); nothing to measure the noise from"
+        )
     if terms is not None and error is not None:
         raise ValueError("calibrate_noise_terms: give terms= or error=, not both")
     if terms is None and error is None:
@@ -495,9 +501,11 @@ def _measure(values, photon, floor, lags) -> dict:
     from ._calibrate_kernels import second_differences
 
     signal = _local_signal(values)
-    # (y, wavelength, rest), float64 and contiguous: one compiled version of the kernel
+    # (y, wavelength, rest), float64, contiguous and writable (numba compiles read-only
+    # arrays, e.g. terms broadcast onto the subsample, as another version of the kernel)
+    rest = math.prod(values.shape[2:])
     arrays = [
-        np.ascontiguousarray(a, dtype=np.float64).reshape(a.shape[0], a.shape[1], -1)
+        np.require(a, np.float64, ["C", "W"]).reshape(a.shape[0], a.shape[1], rest)
         for a in (values, signal, photon, floor)
     ]
     lag_array = np.asarray(lags, dtype=np.int64)
