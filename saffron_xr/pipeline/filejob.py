@@ -126,8 +126,8 @@ def _write_results(cfg, results, out_path: Path, progress: bool, stop, compute_f
     codec = cfg["output"].get("compression", "zstd")
     codec = None if codec in ("none", None) else codec
     if _in_process_scheduler() and not compute_first:
-        # to_netcdf computes the windows one by one while it writes them: only the chunks
-        # in flight and one window's variables are in memory, never all the results
+        # to_netcdf computes every window in one dask computation while it writes them
+        # chunk by chunk: only the chunks in flight are in memory, never all the results
         ctx = contextlib.nullcontext()
         if progress:
             from dask.diagnostics import ProgressBar

@@ -105,7 +105,7 @@ def binned_robust_variance(z, phi, edges, min_count, mad_to_sigma):
     n_rows = 0
     for b in range(nb):
         count = counts[b]
-        if count < min_count:
+        if count < min_count or count == 0:
             continue
         lo = start[b]
         hi = start[b + 1]

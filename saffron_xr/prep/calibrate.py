@@ -170,8 +170,9 @@ def calibrate_noise_terms(
         size: floor 1.006-1.027 and signal 0.966-1.003 with 500 k samples, 1.005-1.024 and
         0.954-0.997 with 1 M, 1.006-1.024 and 0.972-0.997 with 2 M, for 0.15, 0.27 and
         0.56 CPU-s per window, most of it in compiled code that releases the GIL (AMD EPYC;
-        ``benchmarks/bench_noise_calibration.py --sizes``). On the real Ly-gamma/C III raster (with its own
-        uncertainty) 500 k vs 1 M samples move the floor ratio from 0.332 to 0.329 and the
+        ``benchmarks/bench_noise_calibration.py --sizes``). On the real Ly-gamma/C III
+        raster (with its own uncertainty) 500 k vs 1 M samples move the floor ratio from
+        0.332 to 0.329 and the
         signal ratio from 1.331 to 1.351.
     radcal, xposure, nbin2, nbin3, detector, dark_factor
         Header overrides for :func:`saffron_xr.spice_noise_terms` (default model only).
