@@ -200,6 +200,81 @@ def test_linear_solve_carries_the_normal_equations_to_the_new_point(tied):
     assert calls == [not tied]
 
 
+@pytest.mark.parametrize("fixed", [None, "amplitude"])
+def test_linear_solve_matches_numpy_least_squares(fixed):
+    """`_linear_solve` (the linear block packed out of the free parameters, here interleaved
+    with centroids and widths, and a linear background) gives numpy's least-squares step of
+    the amplitudes and background at fixed centroids and widths; an amplitude whose solution
+    falls below its lower bound starts 1 / sqrt(J^T J) above it; centroids and widths do not
+    move. With every linear parameter fixed it declines and leaves q alone."""
+    from saffron_xr.fit import _kernel_base as kb
+
+    centres, truth, y, sigma = _two_lines(seed=5)
+    # the second line's data dip below the background: its amplitude solves to < 0
+    y = y - numpy_model(WAVE, np.array([4.0, 770.88, SIGMA_LINE, 0.0]), 1, 0, 770.0)
+    start = [2.0, 769.43, SIGMA_LINE * 1.2, 1.0, 770.86, SIGMA_LINE * 0.9, 0.1, 0.01]
+    m = _line_model(centres, 1, start, 0.6 * SIGMA_LINE, 2.5 * SIGMA_LINE)
+    names = list(m.lines)
+    if fixed:
+        for ln in names:
+            m.fix(ln, "amplitude", 1.0)
+    comp = m.compile(WAVE)
+    _spec, n, smp, mdl = kernel_scratch(comp, y, sigma, WAVE)
+    nf = comp.n_free
+    q = np.array([comp.initial[j] for j in comp.free_root], dtype=float)
+    pfull = np.zeros(comp.n_full)
+    lines = kb._line_store(comp.n_lines, WAVE.size)
+    kb._chi2_g(q, n, smp, mdl, pfull, True, lines)
+    jac = _jac_buffers(nf, n)
+    kb._jacobian_g(q, n, smp, mdl, pfull, jac, True, lines, False)
+    tmp = (np.zeros(nf), np.zeros(nf), np.zeros(nf), np.zeros(nf), np.zeros((nf, nf)))
+    lower = np.asarray(comp.free_lower, dtype=float)
+    upper = np.asarray(comp.free_upper, dtype=float)
+    kind = np.asarray(comp.full_kind, dtype=float)[comp.free_root]
+    linear = np.isin(kind, (0, 3))
+    before = q.copy()
+    done = kb._linear_solve(q, jac, tmp, kind, lower, upper)
+    if fixed:  # the background is still linear and free
+        assert linear.sum() == 2 and done
+    else:
+        assert linear.sum() == 4 and done
+    jtj, jtr, _chi2, jm = _numpy_normal_equations(comp, before, y, sigma)
+    ok = np.isfinite(y)
+    r = (
+        y[ok]
+        - numpy_model(
+            WAVE[ok],
+            np.asarray(comp.offset) + np.asarray(comp.scale) * before[comp.root],
+            comp.n_lines,
+            comp.degree,
+            770.0,
+        )
+    ) / sigma[ok]
+    step = np.linalg.lstsq(jm[:, linear], r, rcond=None)[0]
+    expected = before.copy()
+    expected[linear] += step
+    floor_hit = (kind == 0) & (expected <= lower)
+    expected[floor_hit] = lower[floor_hit] + 1.0 / np.sqrt(np.diag(jtj)[floor_hit])
+    assert fixed or floor_hit.sum() == 1  # the second line's amplitude hits its floor
+    np.testing.assert_allclose(q, expected, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(tmp[1], q - before, rtol=1e-12, atol=1e-14)
+    assert np.all(q[~linear] == before[~linear])
+
+
+def test_linear_solve_declines_without_linear_parameters():
+    """Only centroids and widths free (kinds 1, 2): no linear step, q unchanged."""
+    from saffron_xr.fit import _kernel_base as kb
+
+    kind = np.array([1.0, 2.0, 1.0, 2.0])
+    q = np.array([769.4, 0.3, 770.9, 0.35])
+    before = q.copy()
+    jtj = np.diag([4.0, 3.0, 2.0, 1.0])
+    jac = (np.ones((4, 8)), np.zeros(4), np.full(4, 8.0), jtj, np.ones(4))
+    tmp = (np.zeros(4), np.zeros(4), np.zeros(4), np.zeros(4), np.zeros((4, 4)))
+    assert not kb._linear_solve(q, jac, tmp, kind, np.full(4, -np.inf), np.full(4, np.inf))
+    assert np.all(q == before)
+
+
 def test_carrying_the_normal_equations_declines_where_it_would_be_wrong():
     """A line of zero amplitude (its centroid and width rows are zero, not scalable) and a
     soft-minimum penalty in J^T J (it does not scale): the caller must rebuild J."""

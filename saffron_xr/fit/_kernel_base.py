@@ -733,35 +733,47 @@ def _linear_solve(q, jac, tmp, free_kind, lower, upper):
     One Gauss-Newton step restricted to the linear parameters (the model is linear in them,
     so the step is exact), from the J^T J, J^T r at q. Amplitudes that come out on their
     lower bound start one rough sigma above it so that centroid and width keep a gradient.
-    Returns False (q unchanged) if there is no linear parameter or the system is singular;
-    else the change of each parameter is left in tmp[1] (`_linear_update`).
+    Returns False (q unchanged, tmp[1] undefined) if there is no linear parameter or the
+    system is singular; else the change of each parameter is left in tmp[1]
+    (`_linear_update`).
+
+    The system is factored on the linear block alone, packed into the leading rows and
+    columns of tmp[4]: the same operations in the same order as on the whole matrix with
+    identity rows for the other parameters (whose terms are exact zeros), at a fraction of
+    the cost.
     """
     jmat, clo, chi, jtj, jtr = jac
     q_try, delta, rhs, keep, amat = tmp
     nfree = q.shape[0]
-    nlin = 0
-    for f in range(nfree):
-        kind = int(free_kind[f])
-        keep[f] = 1.0 if (kind == 0 or kind == 3) else 0.0
-        if keep[f] != 0.0:
-            nlin += 1
-    if nlin == 0:
-        return False
+    m = 0
     for a in range(nfree):
-        for b in range(a + 1):
-            amat[a, b] = jtj[a, b] if (keep[a] != 0.0 and keep[b] != 0.0) else 0.0
+        kind = int(free_kind[a])
+        keep[a] = 1.0 if (kind == 0 or kind == 3) else 0.0
         if keep[a] == 0.0:
-            amat[a, a] = 1.0
-            rhs[a] = 0.0
-        else:
-            amat[a, a] = jtj[a, a] * (1.0 + 1e-10) + 1e-300
-            rhs[a] = jtr[a]
-    if _cholesky(amat, nfree, keep) >= 0:
+            continue
+        k = 0
+        for b in range(a):
+            if keep[b] != 0.0:
+                amat[m, k] = jtj[a, b]
+                k += 1
+        amat[m, m] = jtj[a, a] * (1.0 + 1e-10) + 1e-300
+        rhs[m] = jtr[a]
+        delta[m] = 1.0  # `_cholesky`'s keep flags for the packed block
+        m += 1
+    if m == 0:
         return False
-    _cholesky_solve(amat, rhs, delta, nfree)
-    for f in range(nfree):
+    if _cholesky(amat, m, delta) >= 0:
+        return False
+    _cholesky_solve(amat, rhs, rhs, m)
+    k = m
+    for f in range(nfree - 1, -1, -1):  # unpack; rhs[k] belongs to the k-th kept parameter
         if keep[f] == 0.0:
             delta[f] = 0.0
+        else:
+            k -= 1
+            delta[f] = rhs[k]
+    for f in range(nfree):
+        if keep[f] == 0.0:
             continue
         v = q[f] + delta[f]
         if int(free_kind[f]) == 0 and lower[f] > -math.inf and v <= lower[f]:
