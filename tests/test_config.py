@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+
 import dask
 import pytest
 import yaml
@@ -121,8 +125,48 @@ def test_threads_scheduler_context():
     assert dask.config.get("scheduler", None) != "threads"
 
 
+def _needs_dask_jobqueue():
+    """Skip without the hpc extra; find_spec, not importorskip, which would import it
+    without keeping the SIGINT handler (see the test below)."""
+    import importlib.util
+
+    if importlib.util.find_spec("dask_jobqueue") is None:
+        pytest.skip("the hpc extra (dask-jobqueue) is not installed")
+
+
+def test_importing_dask_jobqueue_keeps_the_sigint_handler(tmp_path):
+    """dask-jobqueue 0.9.0 replaces SIGINT's handler with sys.exit() when imported (Ctrl-C
+    would end a run with SystemExit and exit status 0). In a fresh process, building the
+    SLURM cluster imports it and the handler stays: Ctrl-C is still KeyboardInterrupt."""
+    _needs_dask_jobqueue()
+    code = textwrap.dedent(
+        """
+        import os, signal, sys, time
+        from saffron_xr.pipeline.config import validate_config
+        from saffron_xr.pipeline.scheduler import jobqueue_cluster
+        assert "dask_jobqueue" not in sys.modules
+        before = signal.getsignal(signal.SIGINT)
+        cfg = validate_config({"scheduler": {"kind": "slurm", "jobqueue": {
+            "cores": 1, "memory": "1GB", "walltime": "00:01:00"}}})
+        cluster = jobqueue_cluster(cfg["scheduler"])
+        cluster.close()
+        assert "dask_jobqueue" in sys.modules
+        assert signal.getsignal(signal.SIGINT) is before, signal.getsignal(signal.SIGINT)
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            print("KeyboardInterrupt")
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "KeyboardInterrupt"
+
+
 def test_slurm_job_script_from_config():
-    pytest.importorskip("dask_jobqueue", reason="the hpc extra (dask-jobqueue) is not installed")
+    _needs_dask_jobqueue()
     cfg = validate_config(
         {
             "scheduler": {

@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
+import threading
 
 import dask
 
@@ -42,12 +44,7 @@ def jobqueue_cluster(sched: dict):
     dask_jobqueue.JobQueueCluster
         ``cluster.job_script()`` shows the batch script it would submit.
     """
-    try:
-        import dask_jobqueue
-    except ImportError as exc:
-        raise ImportError(
-            "scheduler.kind slurm/pbs needs dask-jobqueue: pip install 'saffron_xr[hpc]'"
-        ) from exc
+    dask_jobqueue = _import_dask_jobqueue()
     jq = dict(sched["jobqueue"])
     jq.pop("jobs", None)
     params = {k: v for k, v in jq.items() if v is not None and v != []}
@@ -55,6 +52,29 @@ def jobqueue_cluster(sched: dict):
         params["job_extra_directives"] = list(jq["job_extra_directives"])
     cls = dask_jobqueue.SLURMCluster if sched["kind"] == "slurm" else dask_jobqueue.PBSCluster
     return cls(**params)
+
+
+def _import_dask_jobqueue():
+    """``import dask_jobqueue``, keeping this process's SIGINT handler.
+
+    dask-jobqueue 0.9.0 (the newest release) replaces the SIGINT handler of the main thread
+    with ``sys.exit()`` when it is imported (dask-jobqueue issue 696): Ctrl-C would then end
+    a run with SystemExit, exit status 0 and no report of what finished, instead of
+    KeyboardInterrupt (``saffron-xr run``: status 130). The handler in place before the
+    import is put back.
+    """
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        import dask_jobqueue
+    except ImportError as exc:
+        raise ImportError(
+            "scheduler.kind slurm/pbs needs dask-jobqueue: pip install 'saffron_xr[hpc]'"
+        ) from exc
+    finally:
+        if main and before is not None and signal.getsignal(signal.SIGINT) is not before:
+            signal.signal(signal.SIGINT, before)
+    return dask_jobqueue
 
 
 @contextlib.contextmanager
