@@ -80,10 +80,9 @@ def run_gufunc(inputs):
 
 
 @numba.njit(cache=False)
-def _stages(y, err, wave, photon, floor, p0, spec, out, upto):
-    """Run the pixel fit up to stage `upto` (0 compact, 1 start, 2 iterate, 3 reweight,
-    4 all) for every spectrum; returns the total of iterations (a checksum)."""
-    n_spec, nw = y.shape
+def unpack_spec(spec):
+    """(mdl, free_root, lower, upper, free_kind) from a packed spec, as `_fit_pixel` reads
+    them (mdl: the model tuple the kernel's stages take)."""
     nl = int(spec[K.SPEC_N_LINES])
     nbg = int(spec[K.SPEC_DEGREE]) + 1
     nseg = int(spec[K.SPEC_N_SEGMENTS])
@@ -103,6 +102,18 @@ def _stages(y, err, wave, photon, floor, p0, spec, out, upto):
     soft_min = spec[o + 4 * nfree : o + 5 * nfree]
     soft_inv = spec[o + 5 * nfree : o + 6 * nfree]
     mdl = (nl, nbg, seg_ref, root, scale, offset, soft_min, soft_inv)
+    return mdl, free_root, lower, upper, free_kind
+
+
+@numba.njit(cache=False)
+def _stages(y, err, wave, photon, floor, p0, spec, out, upto):
+    """Run the pixel fit up to stage `upto` (0 compact, 1 start, 2 iterate, 3 reweight,
+    4 all) for every spectrum; returns the total of iterations (a checksum)."""
+    n_spec, nw = y.shape
+    mdl, free_root, lower, upper, free_kind = unpack_spec(spec)
+    nl = mdl[0]
+    nfree = free_root.shape[0]
+    nfull = mdl[3].shape[0]
     total = 0
     for px in range(n_spec):
         work = np.empty(K._work_size(spec, nw))
@@ -165,22 +176,10 @@ def _evals(y, err, wave, photon, floor, p0, spec, reps, which):
     """Time of `reps` chi2 (which=0) or chi2 + Jacobian (which=1) evaluations at the start
     point of every spectrum (after compaction)."""
     n_spec, nw = y.shape
-    nl = int(spec[K.SPEC_N_LINES])
-    nbg = int(spec[K.SPEC_DEGREE]) + 1
-    nseg = int(spec[K.SPEC_N_SEGMENTS])
-    nfree = int(spec[K.SPEC_N_FREE])
-    nfull = 3 * nl + nseg * nbg
-    o = K.SPEC_HEADER + 2 * nseg
-    seg_ref = spec[o : o + nseg]
-    o += nseg
-    root = spec[o : o + nfull]
-    scale = spec[o + nfull : o + 2 * nfull]
-    offset = spec[o + 2 * nfull : o + 3 * nfull]
-    o += 3 * nfull
-    free_root = spec[o : o + nfree]
-    soft_min = spec[o + 4 * nfree : o + 5 * nfree]
-    soft_inv = spec[o + 5 * nfree : o + 6 * nfree]
-    mdl = (nl, nbg, seg_ref, root, scale, offset, soft_min, soft_inv)
+    mdl, free_root, _lower, _upper, _free_kind = unpack_spec(spec)
+    nl = mdl[0]
+    nfree = free_root.shape[0]
+    nfull = mdl[3].shape[0]
     acc = 0.0
     work = np.empty(K._work_size(spec, nw))
     for px in range(n_spec):

@@ -39,7 +39,7 @@ import time
 import numba
 import numpy as np
 from bench_fit import CASES  # the script's folder is on sys.path
-from bench_kernel_stages import capture
+from bench_kernel_stages import capture, unpack_spec
 from bench_real_raster import machine
 
 from saffron_xr.fit import _kernels as K
@@ -52,21 +52,10 @@ def _per_pixel(smp_all, n_all, q_all, spec, reps, normal, jtj_out):
     """Sum over pixels and repetitions of the kernel's chi2 at each pixel's q; with
     ``normal``, each chi2 is followed by the kernel's J, J^T J and J^T r there (J^T J of the
     first ``len(jtj_out)`` pixels copied to jtj_out)."""
-    nl = int(spec[K.SPEC_N_LINES])
-    nbg = int(spec[K.SPEC_DEGREE]) + 1
-    nseg = int(spec[K.SPEC_N_SEGMENTS])
-    nfull = 3 * nl + nseg * nbg
-    o = K.SPEC_HEADER + 2 * nseg
-    seg_ref = spec[o : o + nseg]
-    o += nseg
-    root = spec[o : o + nfull]
-    scale = spec[o + nfull : o + 2 * nfull]
-    offset = spec[o + 2 * nfull : o + 3 * nfull]
-    nfree = int(spec[K.SPEC_N_FREE])
-    o += 3 * nfull
-    soft_min = spec[o + 4 * nfree : o + 5 * nfree]
-    soft_inv = spec[o + 5 * nfree : o + 6 * nfree]
-    mdl = (nl, nbg, seg_ref, root, scale, offset, soft_min, soft_inv)
+    mdl, free_root, _lower, _upper, _kind = unpack_spec(spec)
+    nl = mdl[0]
+    nfree = free_root.shape[0]
+    nfull = mdl[3].shape[0]
     nw = smp_all.shape[2]
     lines = K._line_store(nl, nw)
     pfull = np.empty(nfull)

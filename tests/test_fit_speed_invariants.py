@@ -149,6 +149,28 @@ def _tie_matrix(comp):
     return t
 
 
+def _start_state(m, y, sigma):
+    """Compiled model, sample block and the kernel's state at the model's initial values:
+    residuals, J, J^T J, J^T r (comp, n, smp, mdl, q, pfull, lines, jac, tmp, lower, upper,
+    kind)."""
+    from saffron_xr.fit import _kernel_base as kb
+
+    comp = m.compile(WAVE)
+    _spec, n, smp, mdl = kernel_scratch(comp, y, sigma, WAVE)
+    nf = comp.n_free
+    q = np.array([comp.initial[j] for j in comp.free_root], dtype=float)
+    pfull = np.zeros(comp.n_full)
+    lines = kb._line_store(comp.n_lines, WAVE.size)
+    kb._chi2_g(q, n, smp, mdl, pfull, True, lines)
+    jac = _jac_buffers(nf, n)
+    kb._jacobian_g(q, n, smp, mdl, pfull, jac, True, lines, False)
+    tmp = (np.zeros(nf), np.zeros(nf), np.zeros(nf), np.zeros(nf), np.zeros((nf, nf)))
+    lower = np.asarray(comp.free_lower, dtype=float)
+    upper = np.asarray(comp.free_upper, dtype=float)
+    kind = np.asarray(comp.full_kind, dtype=float)[comp.free_root]
+    return comp, n, smp, mdl, q, pfull, lines, jac, tmp, lower, upper, kind
+
+
 @pytest.mark.parametrize("tied", [False, True])
 def test_linear_solve_carries_the_normal_equations_to_the_new_point(tied):
     """After the start's linear solve from the full J, J, J^T J and J^T r are carried to the new
@@ -163,19 +185,8 @@ def test_linear_solve_carries_the_normal_equations_to_the_new_point(tied):
     m = _line_model(centres, 0, start, 0.6 * SIGMA_LINE, 2.5 * SIGMA_LINE)
     if tied:
         m.tie_width(list(m.lines)[1], to=list(m.lines)[0])
-    comp = m.compile(WAVE)
-    _spec, n, smp, mdl = kernel_scratch(comp, y, sigma, WAVE)
+    comp, n, smp, mdl, q, pfull, lines, jac, tmp, lower, upper, kind = _start_state(m, y, sigma)
     nf = comp.n_free
-    q = np.array([comp.initial[j] for j in comp.free_root], dtype=float)
-    pfull = np.zeros(comp.n_full)
-    lines = kb._line_store(comp.n_lines, WAVE.size)
-    kb._chi2_g(q, n, smp, mdl, pfull, True, lines)
-    jac = _jac_buffers(nf, n)
-    kb._jacobian_g(q, n, smp, mdl, pfull, jac, True, lines, False)
-    tmp = (np.zeros(nf), np.zeros(nf), np.zeros(nf), np.zeros(nf), np.zeros((nf, nf)))
-    lower = np.asarray(comp.free_lower, dtype=float)
-    upper = np.asarray(comp.free_upper, dtype=float)
-    kind = np.asarray(comp.full_kind, dtype=float)[comp.free_root]
     before = q.copy()
     carried = kb._rescaled_normal_equations  # the algebraic path, spied on
     calls = []
@@ -218,19 +229,7 @@ def test_linear_solve_matches_numpy_least_squares(fixed):
     if fixed:
         for ln in names:
             m.fix(ln, "amplitude", 1.0)
-    comp = m.compile(WAVE)
-    _spec, n, smp, mdl = kernel_scratch(comp, y, sigma, WAVE)
-    nf = comp.n_free
-    q = np.array([comp.initial[j] for j in comp.free_root], dtype=float)
-    pfull = np.zeros(comp.n_full)
-    lines = kb._line_store(comp.n_lines, WAVE.size)
-    kb._chi2_g(q, n, smp, mdl, pfull, True, lines)
-    jac = _jac_buffers(nf, n)
-    kb._jacobian_g(q, n, smp, mdl, pfull, jac, True, lines, False)
-    tmp = (np.zeros(nf), np.zeros(nf), np.zeros(nf), np.zeros(nf), np.zeros((nf, nf)))
-    lower = np.asarray(comp.free_lower, dtype=float)
-    upper = np.asarray(comp.free_upper, dtype=float)
-    kind = np.asarray(comp.full_kind, dtype=float)[comp.free_root]
+    comp, n, smp, mdl, q, pfull, lines, jac, tmp, lower, upper, kind = _start_state(m, y, sigma)
     linear = np.isin(kind, (0, 3))
     before = q.copy()
     done = kb._linear_solve(q, jac, tmp, kind, lower, upper)
