@@ -19,7 +19,7 @@ and of J^T J are printed.
 
 Measured (AMD EPYC, AVX-512, numba 0.68, 2026-11-29, two runs): at 64 lanes chi2 is 3.3-3.8x
 faster than per pixel and chi2 with the normal equations 2.3-2.5x on the 2-line cases; at 8
-lanes barely faster or slower. On ``blend6`` (20 parameters) chi2 is 3.1x faster, but the lane
+lanes chi2 is 1.1-1.3x faster and chi2 with the normal equations 0.4-0.9x (slower). On ``blend6`` (20 parameters) chi2 is 3.1x faster, but the lane
 code's dense J^T J (210 sums over every sample) is no faster than the kernel's BLAS product
 per pixel. The rest of an iteration (the damped solve, bounds, acceptance) is per-pixel scalar
 code today and is about half of a fit's time on these cases (``bench_kernel_stages.py``), so
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import time
 
 import numba
@@ -59,13 +60,13 @@ def _per_pixel(smp_all, n_all, q_all, spec, reps, normal, jtj_out):
     nw = smp_all.shape[2]
     lines = K._line_store(nl, nw)
     pfull = np.empty(nfull)
-    jac = (np.empty((nfree, nw)), np.empty(nfree), np.empty(nfree), np.empty((nfree, nfree)),
-           np.empty(nfree))  # fmt: skip
+    jbuf = np.empty(nfree * nw)  # J of each pixel: its first nfree * n values, (nfree, n)
+    vec = (np.empty(nfree), np.empty(nfree), np.empty((nfree, nfree)), np.empty(nfree))
     total = 0.0
     for px in range(smp_all.shape[0]):
         smp = smp_all[px]
         n = n_all[px]
-        jac = (np.empty((nfree, n)), jac[1], jac[2], jac[3], jac[4])  # J: exactly n columns
+        jac = (jbuf[: nfree * n].reshape((nfree, n)), vec[0], vec[1], vec[2], vec[3])
         for _r in range(reps):  # repeated on one pixel: its samples stay in cache, as in a fit
             total += K._chi2_g(q_all[px], n, smp, mdl, pfull, True, lines)
             if normal:
@@ -226,9 +227,10 @@ def _lane_jtj(wave, ys, ws, ps, nl, nbg, ref, m):
 
 
 def _packed_multiplies():
-    """Packed (vector) double multiplications in the compiled lane code."""
+    """Packed (vector) double multiplications and fused multiply-adds in the compiled lane
+    code (one compiled version serves every case and number of lanes)."""
     asm = _lanes.inspect_asm(_lanes.signatures[0])
-    return sum(asm.count(op) for op in ("vmulpd", "vfmadd"))
+    return len(re.findall(r"\bv(?:mul|fn?m(?:add|sub)\d{3})pd\b", asm))
 
 
 def _lane_layout(a, nlanes):
@@ -269,7 +271,7 @@ def run(case_name, n, reps, repeat):
             ns = t / (reps * ys.shape[0] * nlanes) * 1e9
             m = min(k, out.size)
             rel = np.max(np.abs(out.reshape(-1)[:m] - chi_pp[:m]) / np.abs(chi_pp[:m]))
-            line = (f"    {nlanes:3d} lanes {ns:7.1f} ns/pixel ({ns_pp / ns:4.2f}x faster); "
+            line = (f"    {nlanes:3d} lanes {ns:7.1f} ns/pixel (speed-up {ns_pp / ns:4.2f}x); "
                     f"largest relative difference: chi2 {rel:.1e}")  # fmt: skip
             if normal:
                 got = _lane_jtj(wave, ys, ws, ps, nl, nbg, ref, m)
@@ -278,7 +280,6 @@ def run(case_name, n, reps, repeat):
                 scale = np.abs(jtj_pp[:m])[:, lower[0], lower[1]].max(axis=1, keepdims=True)
                 line += f", J^T J {np.max(d / scale):.1e}"
             print(line)
-    print(f"  packed multiplications in the compiled lane code: {_packed_multiplies()}")
 
 
 def main():
@@ -293,6 +294,8 @@ def main():
     print("machine:", machine())
     for name in args.cases:
         run(name, args.n, args.reps, args.repeat)
+    print(f"packed multiplications and multiply-adds in the compiled lane code: "
+          f"{_packed_multiplies()}")  # fmt: skip
 
 
 if __name__ == "__main__":

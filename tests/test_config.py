@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
-import textwrap
+from pathlib import Path
 
 import dask
 import pytest
@@ -134,35 +135,57 @@ def _needs_dask_jobqueue():
         pytest.skip("the hpc extra (dask-jobqueue) is not installed")
 
 
-def test_importing_dask_jobqueue_keeps_the_sigint_handler(tmp_path):
+_SIGINT_SCRIPT = """
+import os, signal, sys, threading, time
+from saffron_xr.pipeline.config import validate_config
+from saffron_xr.pipeline.scheduler import jobqueue_cluster
+assert "dask_jobqueue" not in sys.modules
+before = signal.getsignal(signal.SIGINT)
+if sys.argv[1] == "imported_before":  # e.g. by the user's own code: its handler is in place
+    import dask_jobqueue
+    assert signal.getsignal(signal.SIGINT) is not before
+cfg = validate_config({"scheduler": {"kind": "slurm", "jobqueue": {
+    "cores": 1, "memory": "1GB", "walltime": "00:01:00"}}})
+if sys.argv[1] == "thread":
+    box = []
+    def build():
+        try:
+            jobqueue_cluster(cfg["scheduler"]).close()
+        except RuntimeError as exc:
+            box.append(str(exc))
+    t = threading.Thread(target=build)
+    t.start()
+    t.join()
+    print(box)
+    sys.exit(0)
+jobqueue_cluster(cfg["scheduler"]).close()
+assert "dask_jobqueue" in sys.modules
+assert signal.getsignal(signal.SIGINT) is before, signal.getsignal(signal.SIGINT)
+try:
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(5)
+except KeyboardInterrupt:
+    print("KeyboardInterrupt")
+"""
+
+
+@pytest.mark.parametrize("case", ["fresh", "imported_before", "thread"])
+def test_importing_dask_jobqueue_keeps_the_sigint_handler(tmp_path, case):
     """dask-jobqueue 0.9.0 replaces SIGINT's handler with sys.exit() when imported (Ctrl-C
     would end a run with SystemExit and exit status 0). In a fresh process, building the
-    SLURM cluster imports it and the handler stays: Ctrl-C is still KeyboardInterrupt."""
+    SLURM cluster imports it and the handler stays: Ctrl-C is still KeyboardInterrupt. If
+    the user's code imported it before, Python's handler is put back. From another thread
+    (where that release cannot be imported) the error says to import it in the main one."""
     _needs_dask_jobqueue()
-    code = textwrap.dedent(
-        """
-        import os, signal, sys, time
-        from saffron_xr.pipeline.config import validate_config
-        from saffron_xr.pipeline.scheduler import jobqueue_cluster
-        assert "dask_jobqueue" not in sys.modules
-        before = signal.getsignal(signal.SIGINT)
-        cfg = validate_config({"scheduler": {"kind": "slurm", "jobqueue": {
-            "cores": 1, "memory": "1GB", "walltime": "00:01:00"}}})
-        cluster = jobqueue_cluster(cfg["scheduler"])
-        cluster.close()
-        assert "dask_jobqueue" in sys.modules
-        assert signal.getsignal(signal.SIGINT) is before, signal.getsignal(signal.SIGINT)
-        try:
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(5)
-        except KeyboardInterrupt:
-            print("KeyboardInterrupt")
-        """
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=120)  # fmt: skip
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, "-c", _SIGINT_SCRIPT, case], capture_output=True,
+                          text=True, cwd=tmp_path, env=env, timeout=120)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().splitlines()[-1] == "KeyboardInterrupt"
+    if case == "thread":
+        assert "must first be imported in the main thread" in proc.stdout, proc.stdout
+    else:
+        assert "KeyboardInterrupt" in proc.stdout, proc.stdout + proc.stderr
 
 
 def test_slurm_job_script_from_config():

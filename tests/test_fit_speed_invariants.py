@@ -217,7 +217,7 @@ def test_linear_solve_matches_numpy_least_squares(fixed):
     with centroids and widths, and a linear background) gives numpy's least-squares step of
     the amplitudes and background at fixed centroids and widths; an amplitude whose solution
     falls below its lower bound starts 1 / sqrt(J^T J) above it; centroids and widths do not
-    move. With every linear parameter fixed it declines and leaves q alone."""
+    move. With the amplitudes fixed, the background alone is solved."""
     from saffron_xr.fit import _kernel_base as kb
 
     centres, truth, y, sigma = _two_lines(seed=5)
@@ -258,6 +258,41 @@ def test_linear_solve_matches_numpy_least_squares(fixed):
     np.testing.assert_allclose(q, expected, rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(tmp[1], q - before, rtol=1e-12, atol=1e-14)
     assert np.all(q[~linear] == before[~linear])
+
+
+def test_linear_solve_on_random_systems_matches_numpy():
+    """Random symmetric positive definite J^T J with up to 21 free parameters of mixed kinds
+    (up to 15 linear: the factorisation's four-row blocks from the fifth column on): the
+    step of the linear parameters is numpy's solution of the regularised linear block,
+    ``(A + 1e-10 diag A) x = b``; the others do not move."""
+    from saffron_xr.fit import _kernel_base as kb
+
+    rng = np.random.default_rng(3)
+    for trial in range(300):
+        nf = int(rng.integers(1, 22))
+        kind = rng.choice([0.0, 1.0, 2.0, 3.0], size=nf)
+        if trial % 3 == 0:
+            kind[: min(nf, 15)] = rng.choice([0.0, 3.0], size=min(nf, 15))
+        a = rng.standard_normal((nf, nf + 5))
+        jtj = a @ a.T
+        jtr = rng.standard_normal(nf)
+        q = rng.standard_normal(nf)
+        before = q.copy()
+        lin = np.isin(kind, (0, 3))
+        jac = (np.zeros((nf, 4)), np.zeros(nf), np.zeros(nf), jtj, jtr)
+        tmp = (np.zeros(nf), np.zeros(nf), np.zeros(nf), np.zeros(nf), np.zeros((nf, nf)))
+        inf = np.full(nf, np.inf)
+        done = kb._linear_solve(q, jac, tmp, kind, -inf, inf)
+        assert done == bool(lin.any())
+        if not done:
+            assert np.all(q == before)
+            continue
+        block = jtj[np.ix_(lin, lin)]
+        block = block + np.diag(np.diag(block) * 1e-10 + 1e-300)
+        step = np.linalg.solve(block, jtr[lin])
+        np.testing.assert_allclose(q[lin], before[lin] + step, rtol=1e-9,
+                                   atol=1e-9 * np.abs(step).max())  # fmt: skip
+        assert np.all(q[~lin] == before[~lin]) and np.all(tmp[1][~lin] == 0.0)
 
 
 def test_linear_solve_declines_without_linear_parameters():

@@ -740,7 +740,7 @@ def _linear_solve(q, jac, tmp, free_kind, lower, upper):
     The system is factored on the linear block alone, packed into the leading rows and
     columns of tmp[4]: the same operations in the same order as on the whole matrix with
     identity rows for the other parameters (whose terms are exact zeros), at a fraction of
-    the cost.
+    the cost; bitwise the same results for finite J^T J and J^T r without fastmath.
     """
     jmat, clo, chi, jtj, jtr = jac
     q_try, delta, rhs, keep, amat = tmp
