@@ -17,11 +17,12 @@ includes that preparation, and both repeat the evaluation on data in cache, as a
 does. The lane results must match the kernel's: the largest relative differences of chi2
 and of J^T J are printed.
 
-Measured (AMD EPYC, AVX-512, numba 0.68, 2026-11-29, two runs): at 64 lanes chi2 is 3.3-3.8x
-faster than per pixel and chi2 with the normal equations 2.3-2.5x on the 2-line cases; at 8
-lanes chi2 is 1.1-1.3x faster and chi2 with the normal equations 0.4-0.9x (slower). On ``blend6`` (20 parameters) chi2 is 3.1x faster, but the lane
-code's dense J^T J (210 sums over every sample) is no faster than the kernel's BLAS product
-per pixel. The rest of an iteration (the damped solve, bounds, acceptance) is per-pixel scalar
+Measured (AMD EPYC, AVX-512, numba 0.68, 2026-11-29, three runs): at 64 lanes chi2 is
+3.3-3.8x faster than per pixel and chi2 with the normal equations 2.3-2.5x on the 2-line
+cases; at 8 lanes chi2 is 1.1-1.4x faster and chi2 with the normal equations 0.4-0.9x (that
+is, slower). On ``blend6`` (20 parameters) chi2 is 3.1-3.3x faster, but the lane code's
+dense J^T J (210 sums over every sample) is no faster than the kernel's BLAS product per
+pixel (1.0-1.1x). The rest of an iteration (the damped solve, bounds, acceptance) is per-pixel scalar
 code today and is about half of a fit's time on these cases (``bench_kernel_stages.py``), so
 the gain carries to a whole fit only if that part runs across lanes as well.
 
