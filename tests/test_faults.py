@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import os
 import resource
 import signal
 from pathlib import Path
 
 import bad_inputs as corpus
+import netCDF4
 import pytest
 import xarray as xr
 
@@ -53,6 +55,19 @@ def _config(root: Path, source, **output) -> dict:
     }
 
 
+def _open_netcdf_files() -> list[str]:
+    """Paths of the netCDF4 Datasets still open among the objects the garbage collector
+    tracks (no collection is made here)."""
+    out = []
+    for obj in gc.get_objects():
+        try:
+            if isinstance(obj, netCDF4.Dataset) and obj.isopen():
+                out.append(obj.filepath())
+        except ReferenceError:  # a weak proxy to a freed group
+            continue
+    return out
+
+
 def _snapshot(folder: Path) -> dict:
     """The results files of a folder (the campaign index is rewritten by every run)."""
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.name != INDEX_NAME}
@@ -75,6 +90,9 @@ def test_disk_full_during_the_netcdf_write(three_rasters):
 
     with file_size_limit(100_000):
         full = run(_config(root, "data"))
+    # the failed writes' files are closed by the batch, not left to a garbage collection in
+    # a random thread (which crashed netCDF calls running in another one)
+    assert _open_netcdf_files() == []
     assert [Path(f.path) for f in full.skipped] == [rasters[0]], str(full)
     assert sorted(Path(f.path) for f in full.failed) == rasters[1:], str(full)
     for result in full.failed:

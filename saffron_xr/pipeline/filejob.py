@@ -10,6 +10,7 @@ worker's own threads: the worker writes, the client receives only the FileResult
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import threading
@@ -36,6 +37,20 @@ log = logging.getLogger(__name__)
 #: process reads or writes netCDF. Files in flight in one process therefore compute their
 #: results first, in parallel, and only write under this lock.
 NETCDF_LOCK = threading.RLock()
+
+
+def _close_what_failed() -> None:
+    """Close, holding `NETCDF_LOCK`, the netCDF files that a failed step left open.
+
+    A write that fails (disk full, file size limit) leaves its netCDF4 Dataset open, reachable
+    only from the exception's traceback: it is closed when the garbage collector frees it,
+    in whichever thread happens to start a collection, possibly while another file's netCDF
+    call runs in another thread (the test suite crashed that way: SIGSEGV in netCDF open
+    while another thread was collecting). Collected here, it closes where no other netCDF
+    call can run. Call it once the exception is gone.
+    """
+    with NETCDF_LOCK:
+        gc.collect()
 
 
 class Stopped(KeyboardInterrupt):
@@ -115,8 +130,11 @@ def _fip(cfg, out: Path) -> tuple[str | None, str]:
         raise
     except Exception as exc:  # the results stand; the FIP maps are reported missing
         log.warning("%s: FIP maps not made (%s)", out.name, exc)
-        return None, f"FIP maps not made: {exc}"
-    return (str(made) if made is not None else None), ""
+        note = f"FIP maps not made: {exc}"
+    else:
+        return (str(made) if made is not None else None), ""
+    _close_what_failed()
+    return None, note
 
 
 def _write_results(cfg, results, out_path: Path, progress: bool, stop, compute_first) -> None:
@@ -297,7 +315,8 @@ def process_file(
         # the reason is printed once, in the summary; the log names the file
         log.error("%s %s: FAILED", counter, path.name)
         log.debug("%s: %s", path, reason, exc_info=True)
-        return FileResult(str(path), "failed", error=reason)
+    _close_what_failed()  # the exception and its traceback are gone here
+    return FileResult(str(path), "failed", error=reason)
 
 
 # ----------------------------------------------------------------------------- on a worker
