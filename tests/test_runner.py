@@ -57,13 +57,13 @@ def _by_name(summary) -> dict:
 
 def _assert_same_results(path_a: Path, path_b: Path) -> None:
     """Every window group of two result files holds the same numbers."""
-    a, b = open_results(path_a), open_results(path_b)
-    assert sorted(a.children) == sorted(b.children) == sorted(NODES)
-    for name in NODES:
-        da, db = a[name].to_dataset().compute(), b[name].to_dataset().compute()
-        assert set(da.data_vars) == set(db.data_vars)
-        xr.testing.assert_equal(da, db)
-        assert np.isfinite(da["amplitude"]).mean() > 0.9
+    with open_results(path_a) as a, open_results(path_b) as b:
+        assert sorted(a.children) == sorted(b.children) == sorted(NODES)
+        for name in NODES:
+            da, db = a[name].to_dataset().compute(), b[name].to_dataset().compute()
+            assert set(da.data_vars) == set(db.data_vars)
+            xr.testing.assert_equal(da, db)
+            assert np.isfinite(da["amplitude"]).mean() > 0.9
 
 
 @pytest.fixture
