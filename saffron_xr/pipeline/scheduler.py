@@ -67,38 +67,25 @@ def _import_dask_jobqueue():
     SystemExit. That release cannot be imported outside the main thread (setting a handler
     raises there): a clear error says so.
     """
-    if not _is_main_thread():
-        try:
-            import dask_jobqueue
-        except ImportError as exc:
-            raise _missing_jobqueue() from exc
-        except ValueError as exc:  # signal.signal outside the main thread
-            raise RuntimeError(
-                "scheduler.kind slurm/pbs: dask-jobqueue must first be imported in the main "
-                f"thread (importing it in another thread failed: {exc})"
-            ) from exc
-        return dask_jobqueue
-    before = signal.getsignal(signal.SIGINT)
-    if before is None or getattr(before, "__module__", None) == "dask_jobqueue.runner":
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.getsignal(signal.SIGINT) if main else None
+    if main and (before is None or getattr(before, "__module__", None) == "dask_jobqueue.runner"):
         before = signal.default_int_handler  # not set from Python, or an earlier import's
     try:
         import dask_jobqueue
     except ImportError as exc:
-        raise _missing_jobqueue() from exc
+        raise ImportError(
+            "scheduler.kind slurm/pbs needs dask-jobqueue: pip install 'saffron_xr[hpc]'"
+        ) from exc
+    except ValueError as exc:  # signal.signal outside the main thread
+        raise RuntimeError(
+            "scheduler.kind slurm/pbs: dask-jobqueue must first be imported in the main "
+            f"thread (importing it in another thread failed: {exc})"
+        ) from exc
     finally:
-        if signal.getsignal(signal.SIGINT) is not before:
+        if main and signal.getsignal(signal.SIGINT) is not before:
             signal.signal(signal.SIGINT, before)
     return dask_jobqueue
-
-
-def _is_main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
-
-
-def _missing_jobqueue() -> ImportError:
-    return ImportError(
-        "scheduler.kind slurm/pbs needs dask-jobqueue: pip install 'saffron_xr[hpc]'"
-    )
 
 
 @contextlib.contextmanager
